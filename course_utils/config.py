@@ -1,0 +1,157 @@
+"""Course-wide settings: paths, the smoke switch, seeding and device selection.
+
+Every number that shapes a run of the course lives here, named, with where it comes from. Nothing
+in this module runs at import time: the environment is read when a function is called, so setting
+``COURSE_SMOKE`` or ``COURSE_DATA_DIR`` in a notebook before calling these functions takes effect.
+
+Explained in notebook 00 (setup & imports).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Environment variable that points the course at another data directory.
+DATA_DIR_ENV = "COURSE_DATA_DIR"
+#: Environment variable that switches on smoke mode (``1``, ``true`` or ``yes``).
+SMOKE_ENV = "COURSE_SMOKE"
+#: Environment variable under which missing data makes tests fail instead of skip (set by CI).
+REQUIRE_DATA_ENV = "COURSE_REQUIRE_DATA"
+
+#: The repository root: the folder that holds ``course_utils/``.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Seed used by every notebook and by the training presets unless told otherwise.
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class SmokeSizes:
+    """How much smaller smoke mode makes every run. One place for all of its numbers.
+
+    Smoke mode keeps the code path students run and only shrinks the work, so CI can execute every
+    notebook on a small *real* subset of CIFAR-10 in a few minutes on two CPU cores.
+    """
+
+    train_per_class: int = 100  # images per class kept from the training split (1,000 in all)
+    val_per_class: int = 20  # images per class held out for validation (200 in all)
+    test_per_class: int = 50  # images per class kept from the test split (500 in all)
+    epochs: int = 2  # training epochs
+    batch_size: int = 100  # images per batch
+    width: int = 16  # ResNet base width (64 is the full model)
+    tsne_samples: int = 300  # points in the t-SNE plot
+    num_workers: int = 0  # DataLoader worker processes: none, for speed and robustness
+
+
+SMOKE = SmokeSizes()
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def is_smoke() -> bool:
+    """Whether smoke mode is on (``COURSE_SMOKE=1``). Read anew on every call."""
+    return _truthy(os.environ.get(SMOKE_ENV))
+
+
+def data_is_required() -> bool:
+    """Whether missing data must be an error rather than a skipped test (CI sets this)."""
+    return _truthy(os.environ.get(REQUIRE_DATA_ENV))
+
+
+def data_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """The directory that holds (or will hold) CIFAR-10.
+
+    Args:
+        root: an explicit directory; wins over everything else.
+
+    Returns:
+        ``root`` if given, else ``$COURSE_DATA_DIR`` if set, else ``<project>/data``.
+    """
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return PROJECT_ROOT / "data"
+
+
+def runs_dir() -> Path:
+    """Default parent folder for training runs (checkpoints, histories, figures)."""
+    return PROJECT_ROOT / "runs"
+
+
+def set_seed(seed: int = DEFAULT_SEED, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and every GPU) so that a run can be repeated.
+
+    Args:
+        seed: the seed for every generator.
+        deterministic: also ask cuDNN for deterministic algorithms (slower on a GPU; CPU runs are
+            already deterministic for the operations this course uses).
+
+    Explained in notebook 00.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds the CPU and all CUDA devices
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Pick the fastest available device: CUDA, then Apple's MPS, then the CPU.
+
+    Args:
+        prefer: force a device by name (``"cpu"``, ``"cuda"``, ``"mps"``); ``None`` picks.
+
+    Explained in notebook 00.
+    """
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_num_workers() -> int:
+    """A safe number of DataLoader worker processes for this machine.
+
+    Worker processes in notebooks are fragile on Windows and macOS (they re-import the notebook's
+    code through ``spawn``), and smoke mode wants none; elsewhere use up to 4, leaving a core free.
+    """
+    if is_smoke() or platform.system() in {"Windows", "Darwin"}:
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def environment_report() -> dict[str, str]:
+    """Versions, device and thread count, for the first cell of the course (notebook 00)."""
+    import torchvision  # imported here, not at module import, to keep importing cheap
+
+    device = get_device()
+    report = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "cpu threads used by torch": str(torch.get_num_threads()),
+        "smoke mode": str(is_smoke()),
+        "data directory": str(data_dir()),
+    }
+    if device.type == "cuda":
+        report["gpu"] = torch.cuda.get_device_name(device)
+    return report

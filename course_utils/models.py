@@ -1,0 +1,448 @@
+"""ResNet for CIFAR-10 (and ImageNet), written out block by block.
+
+The residual blocks (``BasicBlock``, ``Bottleneck``) are taught in notebook 03 and the whole
+network (``ResNet``, ``resnet18``) in notebook 04. Attribute names follow torchvision's
+``models/resnet.py`` (``conv1``, ``bn1``, ``layer1``..``layer4``, ``downsample``, ``fc``), so a
+state dict saved from one loads into the other and students can read both side by side.
+
+Shape comments use ``B`` for the batch, ``C`` for channels, ``H, W`` for the input's height and
+width, ``E`` for ``block.expansion`` and ``w`` for the base ``width`` (64 in the paper).
+
+Reference: He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition", CVPR 2016
+(arXiv:1512.03385).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Base width of the first stage in He et al. (2016); the stages then use w, 2w, 4w and 8w.
+DEFAULT_WIDTH = 64
+#: Number of CIFAR-10 classes, the default head of every model here.
+CIFAR10_CLASSES = 10
+#: The stems ``ResNet`` knows: a 3x3 stride-1 conv for 32x32 CIFAR images (Sec. 4.2 of He et al.
+#: keeps the full resolution), or the 7x7 stride-2 conv + 3x3 stride-2 max-pool of the ImageNet
+#: model (Table 1), which shrinks the image 4x before the first stage.
+STEMS = ("cifar", "imagenet")
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """A 3x3 convolution with padding 1 and no bias (the BatchNorm after it has one).
+
+    With padding 1, stride 1 keeps H and W and stride 2 halves them.
+    """
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """A 1x1 convolution with no bias: mixes channels at each pixel, used to change C cheaply."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+def _projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
+    """The projection shortcut (option B of He et al.): a strided 1x1 conv + BatchNorm.
+
+    Used only where the identity cannot be added as is, because the block changes H, W or C.
+    """
+    return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+
+
+def _needs_projection(in_planes: int, out_planes: int, stride: int) -> bool:
+    return stride != 1 or in_planes != out_planes
+
+
+class BasicBlock(nn.Module):
+    """The ResNet-18/34 block: two 3x3 convs, and the input added back before the last ReLU.
+
+    The block learns a change F(x) to its input instead of a whole new mapping, so the output is
+    ``relu(F(x) + x)``; gradients flow straight through the ``+ x`` and very deep networks still
+    train. Some tutorials call a block of two 3x3 convs "BottleNeck": that is this block. The real
+    bottleneck (``Bottleneck``) squeezes channels with 1x1 convs around a single 3x3.
+
+    Args:
+        inplanes: input channels.
+        planes: output channels (``planes * expansion``, and ``expansion`` is 1 here).
+        stride: stride of the first conv; 2 halves H and W at the start of a stage.
+        shortcut: add the input back (a residual block). ``False`` gives the plain block of the
+            same shape, ``relu(F(x))``, used in notebook 03 to show why the skip matters.
+
+    Explained in notebook 03 (residual blocks).
+    """
+
+    expansion: int = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: bool = True) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.shortcut = shortcut
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, out_planes)
+        self.bn2 = nn.BatchNorm2d(out_planes)
+        # A plain block adds nothing, so it has no projection either.
+        needs_projection = shortcut and _needs_projection(inplanes, out_planes, stride)
+        self.downsample = _projection(inplanes, out_planes, stride) if needs_projection else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, inplanes, H, W) -> (B, planes, H/stride, W/stride)."""
+        out = self.relu(self.bn1(self.conv1(x)))  # (B, planes, H/stride, W/stride)
+        out = self.bn2(self.conv2(out))
+        if self.shortcut:
+            identity = x if self.downsample is None else self.downsample(x)  # same shape as out
+            out = out + identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """The ResNet-50/101/152 block: 1x1 reduce, 3x3, 1x1 expand, and the input added back.
+
+    Squeezing the channels 4x before the 3x3 conv makes a deep block about as cheap as a
+    ``BasicBlock`` while its output is 4x wider. The stride sits on the 3x3 conv, as in
+    torchvision ("ResNet v1.5"), which is slightly more accurate than striding the first 1x1.
+
+    Args:
+        inplanes: input channels.
+        planes: channels inside the block; the output has ``planes * expansion`` (4x).
+        stride: stride of the 3x3 conv; 2 halves H and W at the start of a stage.
+        shortcut: add the input back; ``False`` gives the plain block (see ``BasicBlock``).
+
+    Explained in notebook 03 (residual blocks).
+    """
+
+    #: Output channels per ``planes``: Table 1 of He et al. (e.g. 64 inside, 256 out).
+    expansion: int = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: bool = True) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.shortcut = shortcut
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, out_planes)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        needs_projection = shortcut and _needs_projection(inplanes, out_planes, stride)
+        self.downsample = _projection(inplanes, out_planes, stride) if needs_projection else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, inplanes, H, W) -> (B, 4 * planes, H/stride, W/stride)."""
+        out = self.relu(self.bn1(self.conv1(x)))  # (B, planes, H, W)
+        out = self.relu(self.bn2(self.conv2(out)))  # (B, planes, H/stride, W/stride)
+        out = self.bn3(self.conv3(out))  # (B, 4 * planes, H/stride, W/stride)
+        if self.shortcut:
+            identity = x if self.downsample is None else self.downsample(x)  # same shape as out
+            out = out + identity
+        return self.relu(out)
+
+
+#: The ResNet family, from Table 1 of He et al. (2016): depth -> (block type, blocks per stage).
+RESNET_SPECS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+class ResNet(nn.Module):
+    """A ResNet: a stem, four stages of residual blocks, global average pooling and a linear head.
+
+    Each stage doubles the channels and (after the first) halves H and W, so the work per stage
+    stays about the same while the features get more abstract.
+
+    Args:
+        block: ``BasicBlock`` or ``Bottleneck``.
+        layers: how many blocks in each of the four stages, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+        num_classes: outputs of the final linear layer.
+        stem: ``"cifar"`` (3x3 stride-1 conv, no max-pool: 32x32 images keep their resolution) or
+            ``"imagenet"`` (7x7 stride-2 conv and 3x3 stride-2 max-pool, as in torchvision).
+        width: channels of the first stage; the stages use width, 2, 4 and 8 times width. 64 is
+            the paper's network; smaller widths train much faster on a CPU.
+        zero_init_residual: start the last BatchNorm of every block at zero, so every block
+            starts as the identity.
+        shortcut: ``False`` builds the plain network (no skip connections) of notebook 03.
+        in_channels: channels of the input images (3 for RGB).
+
+    Explained in notebook 04 (ResNet-18).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        layers: tuple[int, int, int, int] | list[int],
+        num_classes: int = CIFAR10_CLASSES,
+        stem: str = "cifar",
+        width: int = DEFAULT_WIDTH,
+        zero_init_residual: bool = False,
+        shortcut: bool = True,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        if len(layers) != 4:
+            raise ValueError(f"layers must give the number of blocks of 4 stages, got {layers!r}")
+        if zero_init_residual and not shortcut:
+            raise ValueError(
+                "zero_init_residual=True needs shortcut=True: without the skip, a block whose "
+                "last BatchNorm is zero outputs zeros, and so would the whole network"
+            )
+        self.stem = stem
+        self.width = width
+        self.shortcut = shortcut
+        self.inplanes = width  # channels flowing into the next block; _make_layer updates it
+
+        if stem == "cifar":
+            self.conv1 = conv3x3(in_channels, width)
+            self.maxpool: nn.Module = nn.Identity()  # kept so the attribute names match
+        else:
+            self.conv1 = nn.Conv2d(
+                in_channels, width, kernel_size=7, stride=2, padding=3, bias=False
+            )
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+
+        self.layer1 = self._make_layer(block, width, layers[0], stride=1)
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.num_features = 8 * width * block.expansion
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+        self._init_weights(zero_init_residual)
+
+    def _make_layer(
+        self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int
+    ) -> nn.Sequential:
+        """One stage: a first block that may stride and widen, then ``blocks - 1`` that keep shape.
+
+        Args:
+            block: the block type.
+            planes: the ``planes`` of every block; the stage outputs ``planes * expansion``.
+            blocks: number of blocks in the stage.
+            stride: stride of the first block (1 or 2).
+
+        Returns:
+            The stage as an ``nn.Sequential``.
+        """
+        stage = [block(self.inplanes, planes, stride, shortcut=self.shortcut)]
+        self.inplanes = planes * block.expansion
+        for _ in range(1, blocks):
+            stage.append(block(self.inplanes, planes, shortcut=self.shortcut))
+        return nn.Sequential(*stage)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        """Initialise every layer in one place.
+
+        Convs get Kaiming-normal weights (He et al. 2015, "Delving Deep into Rectifiers"), scaled
+        for ReLU so the signal neither shrinks nor blows up with depth; BatchNorm starts as the
+        identity (weight 1, bias 0); the linear head keeps PyTorch's default.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if zero_init_residual:
+            # Zero the last BN of each block, so each block starts as the identity (its residual
+            # branch outputs 0). Goyal et al. 2017, "Accurate, Large Minibatch SGD: Training
+            # ImageNet in 1 Hour", Sec. 5.1: this eases early training, most of all at large batch.
+            for module in self.modules():
+                if isinstance(module, Bottleneck):
+                    nn.init.zeros_(module.bn3.weight)
+                elif isinstance(module, BasicBlock):
+                    nn.init.zeros_(module.bn2.weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate features: everything but the final linear layer.
+
+        These are what the classifier sees, so a t-SNE plot of them shows what the network learned.
+
+        Args:
+            x: images, (B, in_channels, H, W).
+
+        Returns:
+            (B, 8 * width * expansion) features: 512 for ResNet-18, 2048 for ResNet-50.
+        """
+        # s is the stem's stride: 1 for the "cifar" stem, 4 for the "imagenet" stem.
+        x = self.relu(self.bn1(self.conv1(x)))  # (B, w, H, W) cifar | (B, w, H/2, W/2) imagenet
+        x = self.maxpool(x)  # (B, w, H/s, W/s)
+        x = self.layer1(x)  # (B, w*E, H/s, W/s)
+        x = self.layer2(x)  # (B, 2w*E, H/2s, W/2s)
+        x = self.layer3(x)  # (B, 4w*E, H/4s, W/4s)
+        x = self.layer4(x)  # (B, 8w*E, H/8s, W/8s)
+        x = self.avgpool(x)  # (B, 8w*E, 1, 1)
+        return torch.flatten(x, 1)  # (B, 8w*E)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (logits), (B, num_classes), for images (B, in_channels, H, W)."""
+        return self.fc(self.forward_features(x))  # (B, num_classes)
+
+    def stage_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The output of every stage, in order, for the shape walk-through of notebook 04.
+
+        Computes the same thing as ``forward`` but keeps each intermediate tensor.
+
+        Args:
+            x: images, (B, in_channels, H, W).
+
+        Returns:
+            ``{"stem", "layer1", "layer2", "layer3", "layer4", "pool", "fc"}`` -> tensor, in the
+            order the input flows through them; ``"pool"`` is ``forward_features(x)`` and
+            ``"fc"`` is ``forward(x)``.
+        """
+        outputs: dict[str, torch.Tensor] = {}
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, w, H/s, W/s)
+        outputs["stem"] = x
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = getattr(self, name)(x)  # C doubles and H, W halve at each stage after layer1
+            outputs[name] = x
+        x = torch.flatten(self.avgpool(x), 1)  # (B, 8w*E)
+        outputs["pool"] = x
+        outputs["fc"] = self.fc(x)  # (B, num_classes)
+        return outputs
+
+
+def resnet(depth: int, **kwargs: Any) -> ResNet:
+    """Build the ResNet of a given depth from ``RESNET_SPECS``.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        **kwargs: passed to ``ResNet`` (``num_classes``, ``stem``, ``width``, ...).
+
+    Returns:
+        The network, freshly initialised.
+
+    Explained in notebook 04 (ResNet-18).
+    """
+    if depth not in RESNET_SPECS:
+        raise ValueError(f"depth must be one of {sorted(RESNET_SPECS)}, got {depth!r}")
+    block, layers = RESNET_SPECS[depth]
+    return ResNet(block, layers, **kwargs)
+
+
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18: ``BasicBlock`` x (2, 2, 2, 2). The course's model (notebook 04)."""
+    return resnet(18, **kwargs)
+
+
+def resnet34(**kwargs: Any) -> ResNet:
+    """ResNet-34: ``BasicBlock`` x (3, 4, 6, 3). See ``resnet`` for the arguments."""
+    return resnet(34, **kwargs)
+
+
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50: ``Bottleneck`` x (3, 4, 6, 3). See ``resnet`` for the arguments."""
+    return resnet(50, **kwargs)
+
+
+def resnet101(**kwargs: Any) -> ResNet:
+    """ResNet-101: ``Bottleneck`` x (3, 4, 23, 3). See ``resnet`` for the arguments."""
+    return resnet(101, **kwargs)
+
+
+def resnet152(**kwargs: Any) -> ResNet:
+    """ResNet-152: ``Bottleneck`` x (3, 8, 36, 3). See ``resnet`` for the arguments."""
+    return resnet(152, **kwargs)
+
+
+def plain_resnet(depth: int = 18, **kwargs: Any) -> ResNet:
+    """The same network as ``resnet(depth)`` with every skip connection removed.
+
+    The control experiment of He et al. (Fig. 1 and 4): deeper plain networks train *worse*, and
+    the skips are what fix it.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        **kwargs: passed to ``ResNet`` (``width``, ``stem``, ...), except ``shortcut``.
+
+    Returns:
+        A ``ResNet`` built with ``shortcut=False``: no additions and no ``downsample`` modules.
+
+    Explained in notebook 03 (residual blocks).
+    """
+    return resnet(depth, shortcut=False, **kwargs)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of parameters (single numbers, not tensors) in a module.
+
+    Args:
+        module: any module.
+        trainable_only: count only parameters with ``requires_grad`` (what the optimiser updates).
+
+    Returns:
+        The total, e.g. 11,173,962 for ``resnet18()`` on CIFAR-10.
+
+    Explained in notebook 04 (ResNet-18).
+    """
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def parameters_per_stage(model: ResNet, trainable_only: bool = True) -> dict[str, int]:
+    """Where a ResNet's parameters live: the stem, each stage and the head.
+
+    Shows that the deep, wide stages hold almost all of them (layer4 alone about 75% of
+    ResNet-18) while the stem and the head are tiny.
+
+    Args:
+        model: a ``ResNet``.
+        trainable_only: as in ``count_parameters``.
+
+    Returns:
+        ``{"stem", "layer1", "layer2", "layer3", "layer4", "fc"}`` -> count; the values add up to
+        ``count_parameters(model, trainable_only)``.
+
+    Explained in notebook 04 (ResNet-18).
+    """
+    stages = {
+        "stem": [model.conv1, model.bn1],
+        "layer1": [model.layer1],
+        "layer2": [model.layer2],
+        "layer3": [model.layer3],
+        "layer4": [model.layer4],
+        "fc": [model.fc],
+    }
+    return {
+        name: sum(count_parameters(m, trainable_only) for m in modules)
+        for name, modules in stages.items()
+    }
+
+
+def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """The gradient norm of every conv weight after one cross-entropy backward pass.
+
+    Comparing a residual and a plain network of the same depth (``resnet(34, width=16)`` vs
+    ``plain_resnet(34, width=16)``, or deeper stacks such as ``ResNet(BasicBlock, (8, 8, 8, 8),
+    shortcut=False)``) shows how the skips keep the gradient steady from the last layer to the
+    first. The model's existing gradients are cleared first; its mode (train/eval) is left as is.
+
+    Args:
+        model: a classifier, e.g. a ``ResNet``.
+        x: a batch of images, (B, C, H, W).
+        y: their class labels, (B,).
+
+    Returns:
+        ``{conv name: L2 norm of its weight's gradient}``, ordered from input to output.
+
+    Explained in notebook 03 (residual blocks).
+    """
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return {
+        name: module.weight.grad.norm().item()
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Conv2d) and module.weight.grad is not None
+    }

@@ -1,0 +1,40 @@
+"""Shared fixtures. Real CIFAR-10 is found through COURSE_DATA_DIR (CI sets it).
+
+Without data, tests that need it are skipped, unless COURSE_REQUIRE_DATA=1 (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from course_utils.config import PROJECT_ROOT, data_dir, data_is_required
+from course_utils.data import JPEG_ZIP, OFFICIAL_FOLDER
+
+matplotlib.use("Agg")  # no screen in tests
+
+
+def _has_cifar(folder: Path) -> bool:
+    return (folder / JPEG_ZIP).is_file() or (folder / OFFICIAL_FOLDER).is_dir()
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A writable data folder holding real CIFAR-10 (decoded arrays are cached there)."""
+    folder = data_dir()
+    if _has_cifar(folder):
+        return folder
+    shared = PROJECT_ROOT.parent / "shared" / "data"
+    if (shared / JPEG_ZIP).is_file():  # developers' checkout: link the shared copy into a tmp dir
+        link_dir = tmp_path_factory.mktemp("cifar")
+        (link_dir / JPEG_ZIP).symlink_to(shared / JPEG_ZIP)
+        return link_dir
+    message = (
+        f"real CIFAR-10 not found in {folder}: set COURSE_DATA_DIR to a folder holding "
+        f"{JPEG_ZIP} or {OFFICIAL_FOLDER}/"
+    )
+    if data_is_required():
+        pytest.fail(message)
+    pytest.skip(message)

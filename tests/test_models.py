@@ -1,0 +1,382 @@
+"""Tests for course_utils.models, checked against torchvision's ResNets as the reference.
+
+torchvision models are always built with ``weights=None``: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from course_utils.models import (
+    RESNET_SPECS,
+    BasicBlock,
+    Bottleneck,
+    ResNet,
+    count_parameters,
+    gradient_norms,
+    parameters_per_stage,
+    plain_resnet,
+    resnet,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+)
+
+DEPTHS = (18, 34, 50, 101, 152)
+FACTORIES = {18: resnet18, 34: resnet34, 50: resnet50, 101: resnet101, 152: resnet152}
+IMAGENET_CLASSES = 1000
+# ResNet-18 with a 3x3 stem and a 10-class head: torchvision's 11,689,512, less its 7x7 stem conv
+# (9,408) and 1000-class head (513,000), plus a 3x3 stem conv (1,728) and a 10-class head (5,130).
+CIFAR_RESNET18_PARAMS = 11_173_962
+
+
+def torchvision_resnet(depth: int) -> nn.Module:
+    return getattr(torchvision.models, f"resnet{depth}")(weights=None)
+
+
+def randomise_batchnorm(model: nn.Module, generator: torch.Generator) -> None:
+    """Give every BatchNorm non-trivial weights and running statistics, so that a mix-up of two
+    BatchNorms (or a missing one) changes the output instead of hiding behind weight 1, bias 0."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                # gamma < 1 keeps the output of a 152-layer network of moderate size
+                module.weight.uniform_(0.2, 0.6, generator=generator)
+                module.bias.normal_(0.0, 0.1, generator=generator)
+                module.running_mean.normal_(0.0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+
+
+def blocks_of(model: ResNet) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+
+
+# --- parameter counts and torchvision equivalence ------------------------------------------------
+
+
+def test_cifar_resnet18_parameter_count() -> None:
+    model = resnet18()
+    assert count_parameters(model) == CIFAR_RESNET18_PARAMS
+    reference = torchvision_resnet(18)
+    from_torchvision = (
+        sum(p.numel() for p in reference.parameters())
+        - reference.conv1.weight.numel()
+        + 64 * 3 * 3 * 3  # 3x3 stem conv, 3 -> 64 channels
+        - sum(p.numel() for p in reference.fc.parameters())
+        + 512 * 10 + 10  # 10-class head
+    )
+    assert count_parameters(model) == from_torchvision
+    assert count_parameters(ResNet(BasicBlock, (2, 2, 2, 2), num_classes=10)) == (
+        CIFAR_RESNET18_PARAMS
+    )
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_imagenet_stem_matches_torchvision(depth: int) -> None:
+    torch.manual_seed(depth)
+    reference = torchvision_resnet(depth)
+    ours = FACTORIES[depth](stem="imagenet", num_classes=IMAGENET_CLASSES)
+
+    # the same parameters, under the same names, with the same shapes
+    ref_count = sum(p.numel() for p in reference.parameters())
+    assert count_parameters(ours) == ref_count
+    ref_shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    our_shapes = {k: tuple(v.shape) for k, v in ours.state_dict().items()}
+    assert our_shapes == ref_shapes
+
+    # and the same function: load torchvision's weights, compare outputs in eval mode
+    generator = torch.Generator().manual_seed(depth)
+    randomise_batchnorm(reference, generator)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    reference.eval()
+    ours.eval()
+    x = torch.randn(2, 3, 64, 64, generator=generator)  # small input: ResNet-152 on 2 CPU cores
+    with torch.no_grad():
+        expected = reference(x)
+        actual = ours(x)
+        features = ours.forward_features(x)
+    assert actual.shape == (2, IMAGENET_CLASSES)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+    # the features are what torchvision's head sees
+    torch.testing.assert_close(reference.fc(features), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_torchvision_loads_our_weights() -> None:
+    ours = resnet18(stem="imagenet", num_classes=IMAGENET_CLASSES)
+    reference = torchvision_resnet(18)
+    reference.load_state_dict(ours.state_dict(), strict=True)
+
+
+def test_cifar_stem_keys_match_torchvision() -> None:
+    ours = resnet18(num_classes=IMAGENET_CLASSES)
+    reference = torchvision_resnet(18)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    assert ours.conv1.weight.shape == (64, 3, 3, 3)  # torchvision's is (64, 3, 7, 7)
+    assert isinstance(ours.maxpool, nn.Identity)
+
+
+def test_factories_agree_with_specs() -> None:
+    for depth, (block, layers) in RESNET_SPECS.items():
+        model = resnet(depth, width=8)
+        stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+        assert tuple(len(stage) for stage in stages) == layers
+        assert all(isinstance(b, block) for b in blocks_of(model))
+        # 2 layers per BasicBlock or 3 per Bottleneck, plus the stem conv and the fc
+        convs_per_block = 2 if block is BasicBlock else 3
+        assert convs_per_block * sum(layers) + 2 == depth
+
+
+def test_parameters_per_stage_matches_torchvision() -> None:
+    ours = resnet18(stem="imagenet", num_classes=IMAGENET_CLASSES)
+    reference = torchvision_resnet(18)
+
+    def n(*modules: nn.Module) -> int:
+        return sum(p.numel() for m in modules for p in m.parameters())
+
+    expected = {
+        "stem": n(reference.conv1, reference.bn1),
+        "layer1": n(reference.layer1),
+        "layer2": n(reference.layer2),
+        "layer3": n(reference.layer3),
+        "layer4": n(reference.layer4),
+        "fc": n(reference.fc),
+    }
+    per_stage = parameters_per_stage(ours)
+    assert per_stage == expected
+    assert list(per_stage) == list(expected)
+    assert sum(per_stage.values()) == count_parameters(ours)
+
+
+def test_count_parameters_trainable_only() -> None:
+    model = resnet18(width=8)
+    total = sum(p.numel() for p in model.parameters())
+    model.layer1.requires_grad_(False)
+    frozen = sum(p.numel() for p in model.layer1.parameters())
+    assert count_parameters(model, trainable_only=False) == total
+    assert count_parameters(model) == total - frozen
+    assert parameters_per_stage(model)["layer1"] == 0
+
+
+# --- shapes --------------------------------------------------------------------------------------
+
+STEM_STRIDE = {"cifar": 1, "imagenet": 4}  # 3x3 stride-1 conv | 7x7 stride-2 conv + stride-2 pool
+
+
+@pytest.mark.parametrize("size", [32, 224])
+@pytest.mark.parametrize("width", [16, 64])
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_resnet18_shapes(stem: str, width: int, size: int) -> None:
+    torch.manual_seed(0)
+    model = resnet18(stem=stem, width=width).eval()
+    x = torch.randn(2, 3, size, size)
+    side = size // STEM_STRIDE[stem]
+    expected = {
+        "stem": (2, width, side, side),
+        "layer1": (2, width, side, side),
+        "layer2": (2, 2 * width, side // 2, side // 2),
+        "layer3": (2, 4 * width, side // 4, side // 4),
+        "layer4": (2, 8 * width, side // 8, side // 8),
+        "pool": (2, 8 * width),
+        "fc": (2, 10),
+    }
+    with torch.no_grad():
+        outputs = model.stage_outputs(x)
+        logits = model(x)
+        features = model.forward_features(x)
+    assert list(outputs) == list(expected)  # keys, in the order the input flows through them
+    assert {k: tuple(v.shape) for k, v in outputs.items()} == expected
+    assert logits.shape == (2, 10)
+    assert features.shape == (2, 8 * width) == (2, model.num_features)
+    torch.testing.assert_close(outputs["fc"], logits)
+    torch.testing.assert_close(outputs["pool"], features)
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_bottleneck_shapes(stem: str) -> None:
+    width = 16
+    model = resnet50(stem=stem, width=width, num_classes=7).eval()
+    side = 32 // STEM_STRIDE[stem]
+    with torch.no_grad():
+        outputs = model.stage_outputs(torch.randn(2, 3, 32, 32))
+    assert outputs["stem"].shape == (2, width, side, side)
+    assert outputs["layer1"].shape == (2, 4 * width, side, side)  # expansion 4
+    assert outputs["layer4"].shape == (2, 4 * 8 * width, side // 8, side // 8)
+    assert outputs["pool"].shape == (2, 4 * 8 * width)
+    assert outputs["fc"].shape == (2, 7)
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="cifar.*imagenet"):
+        resnet18(stem="tiny")
+    with pytest.raises(ValueError, match="18"):
+        resnet(20)
+    with pytest.raises(ValueError, match="shortcut"):
+        plain_resnet(18, zero_init_residual=True)
+
+
+# --- initialisation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_zero_init_residual(depth: int) -> None:
+    model = resnet(depth, width=16, zero_init_residual=True)
+    for block in blocks_of(model):
+        last = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+        assert torch.all(last.weight == 0)
+        others = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d) and m is not last]
+        assert all(torch.all(m.weight == 1) for m in others)
+    default = resnet(depth, width=16)
+    assert all(torch.all(m.weight == 1) for m in default.modules() if isinstance(m, nn.BatchNorm2d))
+
+    # a block whose residual branch starts at zero is the identity (on ReLU outputs, x >= 0)
+    stage = model.layer1 if depth == 18 else model.layer1[1:]  # ResNet-50's layer1[0] projects
+    x = torch.relu(torch.randn(4, stage[0].conv1.in_channels, 8, 8))
+    torch.testing.assert_close(stage(x), x)
+
+
+def test_kaiming_init() -> None:
+    torch.manual_seed(0)
+    model = resnet18()
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 20  # 1 stem + 16 in blocks + 3 projections
+    for conv in convs:
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        expected_std = math.sqrt(2.0 / fan_out)  # He et al. 2015, for ReLU
+        assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.1)
+        assert abs(conv.weight.mean().item()) < 0.1 * expected_std
+
+
+# --- blocks, with and without the shortcut --------------------------------------------------------
+
+
+def batchnorm_eval(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+def conv(x: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
+    return F.conv2d(x, layer.weight, stride=layer.stride, padding=layer.padding)
+
+
+def residual_branch(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The block's main path, written out by hand from its parameters."""
+    out = torch.relu(batchnorm_eval(conv(x, block.conv1), block.bn1))
+    if isinstance(block, Bottleneck):
+        out = torch.relu(batchnorm_eval(conv(out, block.conv2), block.bn2))
+        return batchnorm_eval(conv(out, block.conv3), block.bn3)
+    return batchnorm_eval(conv(out, block.conv2), block.bn2)
+
+
+@pytest.mark.parametrize("block_type", [BasicBlock, Bottleneck])
+@pytest.mark.parametrize(("inplanes", "planes", "stride"), [(16, 16, 1), (16, 32, 1), (16, 32, 2)])
+def test_block_against_hand_written(
+    block_type: type[BasicBlock | Bottleneck], inplanes: int, planes: int, stride: int
+) -> None:
+    torch.manual_seed(0)
+    if block_type is Bottleneck and inplanes == planes:
+        inplanes = planes * Bottleneck.expansion  # the shape-keeping Bottleneck takes 4x planes
+    out_planes = planes * block_type.expansion
+    residual = block_type(inplanes, planes, stride)
+    plain = block_type(inplanes, planes, stride, shortcut=False)
+    generator = torch.Generator().manual_seed(1)
+    randomise_batchnorm(residual, generator)
+    randomise_batchnorm(plain, generator)
+    residual.eval()
+    plain.eval()
+    x = torch.randn(2, inplanes, 8, 8)
+
+    projects = stride != 1 or inplanes != out_planes
+    assert (residual.downsample is not None) == projects
+    assert plain.downsample is None
+    with torch.no_grad():
+        if projects:
+            identity = batchnorm_eval(conv(x, residual.downsample[0]), residual.downsample[1])
+        else:
+            identity = x
+        expected_residual = torch.relu(residual_branch(residual, x) + identity)
+        expected_plain = torch.relu(residual_branch(plain, x))
+        torch.testing.assert_close(residual(x), expected_residual)
+        torch.testing.assert_close(plain(x), expected_plain)
+    assert expected_plain.shape == (2, out_planes, 8 // stride, 8 // stride)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_plain_resnet_has_no_shortcut(depth: int) -> None:
+    plain = plain_resnet(depth, width=16)
+    residual = resnet(depth, width=16)
+    assert all(block.downsample is None for block in blocks_of(plain))
+    assert not any("downsample" in name for name, _ in plain.named_modules())
+    assert not any("downsample" in key for key in plain.state_dict())
+    projections = sum(
+        p.numel() for b in blocks_of(residual) if b.downsample is not None
+        for p in b.downsample.parameters()
+    )
+    assert projections > 0
+    assert count_parameters(plain) == count_parameters(residual) - projections
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def fixed_batch(n: int = 32, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, size, size, generator=generator)
+    y = torch.randint(0, 10, (n,), generator=generator)
+    return x, y
+
+
+def train_steps(model: nn.Module, steps: int, lr: float = 3e-3) -> list[float]:
+    x, y = fixed_batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_small_resnet18_overfits_one_batch() -> None:
+    torch.manual_seed(0)
+    losses = train_steps(resnet18(width=16), steps=20)
+    assert losses[0] > 1.5  # about ln(10) = 2.3 at the start
+    assert losses[-1] < 0.05
+
+
+def test_plain_resnet_still_trains() -> None:
+    torch.manual_seed(0)
+    losses = train_steps(plain_resnet(18, width=16), steps=10)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_gradient_norms() -> None:
+    torch.manual_seed(0)
+    model = resnet18(width=8)
+    x, y = fixed_batch(n=8)
+    norms = gradient_norms(model, x, y)
+    conv_names = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    assert list(norms) == conv_names  # every conv, from input to output
+    assert all(math.isfinite(v) and v > 0 for v in norms.values())
+
+    # the same numbers from an independent autograd call
+    weights = [model.get_submodule(name).weight for name in conv_names]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), weights)
+    for name, grad in zip(conv_names, grads):
+        assert norms[name] == pytest.approx(grad.norm().item(), rel=1e-4)
+
+    plain = plain_resnet(18, width=8)
+    assert list(gradient_norms(plain, x, y)) == [
+        name for name in conv_names if "downsample" not in name
+    ]
