@@ -6,7 +6,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lab clean
+# Options:  make solutions SMOKE=1 OUT=build_notebooks     make train PRESET=cpu RUN=runs/cpu ARGS="--epochs 5"
+SMOKE  ?= 0
+OUT    ?= build_notebooks
+PRESET ?=
+RUN    ?= runs/$(if $(PRESET),$(PRESET),default)
+ARGS   ?=
+
+.PHONY: setup test lab student solutions train clean
 
 setup: $(STAMP)
 
@@ -23,5 +30,21 @@ test: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Instructors: regenerate student/ from the solution notebooks (solutions stripped).
+student: $(STAMP)
+	$(PY) -m course_utils.release
+
+# Instructors: execute every solution notebook into $(OUT)/, with outputs, plus an HTML copy of each.
+solutions: $(STAMP)
+	mkdir -p $(OUT)
+	COURSE_SMOKE=$(SMOKE) MPLBACKEND=Agg $(VENV)/bin/jupyter nbconvert --to notebook --execute \
+	  --ExecutePreprocessor.timeout=-1 --output-dir $(OUT) notebooks/[0-9][0-9]_*.ipynb
+	$(VENV)/bin/jupyter nbconvert --to html --output-dir $(OUT) $(OUT)/[0-9][0-9]_*.ipynb
+
+# The full training run: ResNet-18 on CIFAR-10, best checkpoint evaluated once on the test set.
+# Without PRESET it picks `full` on a GPU and `cpu` otherwise.
+train: $(STAMP)
+	$(PY) -m course_utils train $(if $(PRESET),--preset $(PRESET)) --out $(RUN) $(ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache build_notebooks
+	rm -rf $(VENV) .pytest_cache $(OUT)

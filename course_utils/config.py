@@ -28,6 +28,12 @@ REQUIRE_DATA_ENV = "COURSE_REQUIRE_DATA"
 #: The repository root: the folder that holds ``course_utils/``.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: The course's public repository, written once here: Colab badges and the Colab setup cell of every
+#: notebook use it (tests/test_notebooks.py checks that they agree). Change it in a fork.
+REPOSITORY = "resnet18-cifar10-course/resnet18-cifar10"
+REPOSITORY_URL = f"https://github.com/{REPOSITORY}"
+COLAB_URL = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main"
+
 #: Seed used by every notebook and by the training presets unless told otherwise.
 DEFAULT_SEED = 0
 

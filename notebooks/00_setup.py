@@ -20,7 +20,7 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/resnet18-cifar10-course/resnet18-cifar10/blob/main/notebooks/00_setup.ipynb)
 #
 # Before we touch a single image, we make sure the tools work and that we know what machine we
-# are on: a GPU trains ResNet-18 on CIFAR-10 in minutes, a laptop CPU needs hours for the same work.
+# are on: a GPU trains ResNet-18 on CIFAR-10 in well under an hour, a laptop CPU would need days.
 #
 # **Learning objectives.** After this notebook you can
 # - say what each library of the course is for, and check which versions you have;
@@ -172,7 +172,9 @@ pd.Series(estimates, name=f"minutes per epoch on {device}").round(2).to_frame()
 # the learning-rate schedule. Multiply: on a recent GPU that is minutes to an hour; on a laptop CPU
 # it is days. That is why the course has presets, and why the width-16 network exists: it needs
 # about 16 times less computation (the cost of a convolution grows with the product of its input
-# and output channels, and 64/16 = 4 for both) and still learns something real.
+# and output channels, and 64/16 = 4 for both) and still learns something real. The measured
+# speed-up is usually smaller than 16, because a small network spends a larger share of its time
+# on fixed costs per layer that do not shrink with the width.
 #
 # This estimate ignores data loading and evaluation, which notebook 02 measures; on a GPU, data
 # loading is often what limits the speed.

@@ -234,7 +234,8 @@ def test_zero_init_residual(depth: int) -> None:
         others = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d) and m is not last]
         assert all(torch.all(m.weight == 1) for m in others)
     default = resnet(depth, width=16)
-    assert all(torch.all(m.weight == 1) for m in default.modules() if isinstance(m, nn.BatchNorm2d))
+    default_bns = [m for m in default.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.all(m.weight == 1) for m in default_bns)
 
     # a block whose residual branch starts at zero is the identity (on ReLU outputs, x >= 0)
     stage = model.layer1 if depth == 18 else model.layer1[1:]  # ResNet-50's layer1[0] projects
@@ -247,14 +248,14 @@ def test_kaiming_init() -> None:
     model = resnet18()
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 20  # 1 stem + 16 in blocks + 3 projections
-    for conv in convs:
-        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    for layer in convs:
+        fan_out = layer.out_channels * layer.kernel_size[0] * layer.kernel_size[1]
         expected_std = math.sqrt(2.0 / fan_out)  # He et al. 2015, for ReLU
-        assert conv.weight.std().item() == pytest.approx(expected_std, rel=0.1)
-        assert abs(conv.weight.mean().item()) < 0.1 * expected_std
+        assert layer.weight.std().item() == pytest.approx(expected_std, rel=0.1)
+        assert abs(layer.weight.mean().item()) < 0.1 * expected_std
 
 
-# --- blocks, with and without the shortcut --------------------------------------------------------
+# --- blocks, with and without the shortcut -------------------------------------------------------
 
 
 def batchnorm_eval(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
@@ -350,14 +351,14 @@ def train_steps(model: nn.Module, steps: int, lr: float = 3e-3) -> list[float]:
 
 def test_small_resnet18_overfits_one_batch() -> None:
     torch.manual_seed(0)
-    losses = train_steps(resnet18(width=16), steps=20)
+    losses = train_steps(resnet18(width=16), steps=15)
     assert losses[0] > 1.5  # about ln(10) = 2.3 at the start
     assert losses[-1] < 0.05
 
 
 def test_plain_resnet_still_trains() -> None:
     torch.manual_seed(0)
-    losses = train_steps(plain_resnet(18, width=16), steps=10)
+    losses = train_steps(plain_resnet(18, width=16), steps=8)
     assert losses[-1] < 0.5 * losses[0]
 
 

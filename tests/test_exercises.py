@@ -1,0 +1,55 @@
+"""Tests of the exercise self-check: pass, missing, wrong and crashing solutions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from course_utils.exercises import check_exercise, results_match
+
+
+def test_results_match_against_numpy_and_torch():
+    assert results_match(np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-7]))
+    assert not results_match(np.array([1.0, 2.0]), np.array([1.0, 2.1]))
+    assert not results_match(np.zeros(3), np.zeros(4))
+    assert results_match(torch.ones(2, 3), torch.ones(2, 3))
+    assert not results_match(torch.ones(2, 3), torch.ones(3, 2))
+    assert results_match((0.49, 0.48), (0.49, 0.48))
+    assert not results_match((0.49,), (0.49, 0.48))
+    assert results_match({"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 2]})
+    assert not results_match({"a": 1}, {"b": 1})
+    assert results_match("cat", "cat") and not results_match("cat", "dog")
+    assert not results_match("abc", 1.0)
+
+
+def test_passing_solution_is_used(capsys):
+    result = check_exercise("sum", student=lambda: np.array([3.0]), reference=lambda: np.array([3.0]))
+    assert result[0] == 3.0
+    assert "passed" in capsys.readouterr().out
+
+
+def test_missing_solution_falls_back_with_hint(capsys):
+    def student():
+        raise NotImplementedError
+
+    result = check_exercise("sum", student, reference=lambda: 7, hint="add them up")
+    out = capsys.readouterr().out
+    assert result == 7 and "not solved yet" in out and "hint: add them up" in out
+
+
+def test_wrong_solution_falls_back(capsys):
+    result = check_exercise("sum", student=lambda: 6, reference=lambda: 7, hint="off by one?")
+    out = capsys.readouterr().out
+    assert result == 7 and "not quite" in out and "off by one?" in out
+
+
+def test_crashing_solution_is_reported_and_falls_back(capsys):
+    result = check_exercise("sum", student=lambda: 1 / 0, reference=lambda: 7)
+    out = capsys.readouterr().out
+    assert result == 7 and "ZeroDivisionError" in out
+
+
+def test_custom_comparison():
+    result = check_exercise("shape", student=lambda: torch.zeros(2, 5), reference=lambda: torch.ones(2, 5),
+                            compare=lambda a, b: a.shape == b.shape)
+    assert torch.equal(result, torch.zeros(2, 5))
