@@ -25,8 +25,14 @@ SMOKE_ENV = "COURSE_SMOKE"
 #: Environment variable under which missing data makes tests fail instead of skip (set by CI).
 REQUIRE_DATA_ENV = "COURSE_REQUIRE_DATA"
 
-#: The repository root: the folder that holds ``course_utils/``.
+#: The repository root: the folder that holds ``course_utils/`` (and, in a checkout, pyproject.toml).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _course_folder() -> Path:
+    """The checkout when running from one; otherwise (a pip install, as on Colab) the current
+    folder, so that data and runs never land inside site-packages."""
+    return PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").is_file() else Path.cwd()
 
 #: The course's public repository, written once here: Colab badges and the Colab setup cell of every
 #: notebook use it (tests/test_notebooks.py checks that they agree). Change it in a fork.
@@ -80,19 +86,20 @@ def data_dir(root: str | os.PathLike[str] | None = None) -> Path:
         root: an explicit directory; wins over everything else.
 
     Returns:
-        ``root`` if given, else ``$COURSE_DATA_DIR`` if set, else ``<project>/data``.
+        ``root`` if given, else ``$COURSE_DATA_DIR`` if set, else ``data/`` in the course's folder
+        (the checkout, or the current folder when the package was installed with pip).
     """
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    return PROJECT_ROOT / "data"
+    return _course_folder() / "data"
 
 
 def runs_dir() -> Path:
     """Default parent folder for training runs (checkpoints, histories, figures)."""
-    return PROJECT_ROOT / "runs"
+    return _course_folder() / "runs"
 
 
 def set_seed(seed: int = DEFAULT_SEED, deterministic: bool = False) -> None:

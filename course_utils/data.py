@@ -80,12 +80,15 @@ class CIFAR10Arrays:
         labels: int64 array ``(N,)`` with values 0..9.
         classes: the class names; ``classes[label]`` names a label.
         source: where the arrays came from (a path and its format), for the record.
+        kind: ``"official"`` (the python release) or ``"jpeg"`` (the CIFAR-10-images copy, whose
+            pixels differ slightly because JPEG is lossy); ``""`` for arrays made by hand.
     """
 
     images: np.ndarray
     labels: np.ndarray
     classes: tuple[str, ...] = CIFAR10_CLASSES
     source: str = ""
+    kind: str = ""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -93,7 +96,15 @@ class CIFAR10Arrays:
     def subset(self, indices: np.ndarray | Sequence[int]) -> CIFAR10Arrays:
         """The images and labels at ``indices``, as a new (copied) :class:`CIFAR10Arrays`."""
         indices = np.asarray(indices, dtype=np.int64)
-        return CIFAR10Arrays(self.images[indices], self.labels[indices], self.classes, self.source)
+        return CIFAR10Arrays(
+            self.images[indices], self.labels[indices], self.classes, self.source, self.kind
+        )
+
+    def published_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The published ``(mean, std)`` of the training split of this copy of CIFAR-10."""
+        if self.kind == "jpeg":
+            return CIFAR10_JPEG_MEAN, CIFAR10_JPEG_STD
+        return CIFAR10_MEAN, CIFAR10_STD
 
     def class_counts(self) -> np.ndarray:
         """Images per class, ``(num_classes,)``."""
@@ -170,7 +181,7 @@ def _load_official(root: Path, split: str, download: bool) -> CIFAR10Arrays:
     classes = tuple(dataset.classes)
     if classes != CIFAR10_CLASSES or images.shape[1:] != IMAGE_SHAPE:
         raise DataFormatError(f"{root / OFFICIAL_FOLDER} does not hold CIFAR-10 as expected.")
-    return CIFAR10Arrays(images, labels, classes, f"{root / OFFICIAL_FOLDER} (official)")
+    return CIFAR10Arrays(images, labels, classes, f"{root / OFFICIAL_FOLDER} (official)", "official")
 
 
 def _find_jpeg_source(root: Path) -> Path | None:
@@ -197,7 +208,9 @@ def _load_jpeg_cached(source: Path, root: Path, split: str) -> CIFAR10Arrays:
     if cache.is_file():
         try:
             with np.load(cache) as arrays:
-                return CIFAR10Arrays(arrays["images"], arrays["labels"], source=f"{source} (cached)")
+                return CIFAR10Arrays(
+                    arrays["images"], arrays["labels"], source=f"{source} (JPEG, cached)", kind="jpeg"
+                )
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             warnings.warn(f"Ignoring unreadable cache {cache}; decoding the images again.")
     data = _decode_jpeg_split(source, split)
@@ -237,7 +250,7 @@ def _decode_jpeg_split(source: Path, split: str) -> CIFAR10Arrays:
     labels = np.array([label for _, label in files], dtype=np.int64)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Pillow releases the GIL
         images = np.stack(list(pool.map(lambda nb: _decode_image(*nb, where=source), blobs)))
-    return CIFAR10Arrays(images, labels, CIFAR10_CLASSES, f"{source} (JPEG, {split})")
+    return CIFAR10Arrays(images, labels, CIFAR10_CLASSES, f"{source} (JPEG, {split})", "jpeg")
 
 
 def _group_by_class(names: list[str], split: str, where: str, sep: str) -> list[tuple[str, int]]:

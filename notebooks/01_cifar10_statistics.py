@@ -47,14 +47,14 @@ if "google.colab" in sys.modules:
     )
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
 from course_utils.config import get_device
+from course_utils.exercises import check_exercise
+from course_utils.plotting import class_balance, image_grid
 from course_utils.data import (
     CIFAR10_JPEG_MEAN,
     CIFAR10_JPEG_STD,
@@ -116,8 +116,8 @@ print(dict(enumerate(classes)))
 
 # %% [markdown]
 # The shape `(50000, 32, 32, 3)` reads as *N × height × width × channels* (NHWC). PyTorch's
-# convolutions want *N × channels × height × width* (NCHW); the transforms of notebook 02 make that
-# switch for us.
+# convolutions want *N × channels × height × width* (NCHW); the `CIFAR10Dataset` of notebook 02
+# makes that switch for us.
 #
 # ### Class balance
 #
@@ -125,17 +125,11 @@ print(dict(enumerate(classes)))
 # 90% cats, "always cat" scores 90%. CIFAR-10 is perfectly balanced.
 
 # %%
-counts = pd.DataFrame(
-    {"train": train.class_counts(), "test": test.class_counts()}, index=list(classes)
-)
-ax = counts.plot.bar(figsize=(9, 3.5), rot=30, title="Images per class", ylim=(0, 6_500))
-ax.set_ylabel("images")
-ax.legend(ncol=2, loc="upper center")
-plt.show()
+fig = class_balance({"train": train.labels, "test": test.labels}, classes)
 
 # %%
 # Sanity check: 5,000 training and 1,000 test images in every class, so chance level is 10%.
-assert (counts["train"] == 5_000).all() and (counts["test"] == 1_000).all()
+assert (train.class_counts() == 5_000).all() and (test.class_counts() == 1_000).all()
 
 # %% [markdown]
 # ### What the images look like
@@ -145,18 +139,10 @@ assert (counts["train"] == 5_000).all() and (counts["test"] == 1_000).all()
 # often says more than the object (ships on water, planes in the sky).
 
 # %%
-rng = np.random.default_rng(0)
-n_per_class = 8
-fig, axes = plt.subplots(len(classes), n_per_class, figsize=(n_per_class, len(classes) * 1.05))
-for label, row in enumerate(axes):
-    picks = rng.choice(np.flatnonzero(train.labels == label), n_per_class, replace=False)
-    for ax, index in zip(row, picks):
-        ax.imshow(train.images[index])
-        ax.set_xticks([]), ax.set_yticks([])
-    row[0].set_ylabel(classes[label], rotation=0, ha="right", va="center")
-fig.suptitle("CIFAR-10 training images, 8 per class")
-plt.tight_layout()
-plt.show()
+picks = stratified_subset(train.labels, per_class=8, seed=0)  # 80 random indices
+picks = picks[np.argsort(train.labels[picks], kind="stable")]  # one class per row of 8
+fig = image_grid(train.images[picks], train.labels[picks], classes, ncols=8,
+                 title="CIFAR-10 training images, 8 per class")
 
 # %% [markdown]
 # ### Pixel values per channel
@@ -233,14 +219,45 @@ pd.DataFrame(
 # the pixels are whole numbers and even $\sum x^2 \le 5.12 \cdot 10^7 \cdot 255^2 \approx 3.3 \cdot
 # 10^{12}$ stays far below $2^{53} \approx 9 \cdot 10^{15}$, up to which float64 represents every
 # integer. (The formula above loses precision in 32-bit floats; in exact sums it is safe.)
+#
+# ### Exercise 1: stream the statistics
+#
+# Compute the mean and std of each channel of `train.images`, with the pixels scaled to [0, 1],
+# going over the images in batches of 5,000 and keeping nothing but two float64 running sums per
+# channel. Store the results in `my_mean` and `my_std` (three numbers each, in RGB order).
+#
+# Hints: `batch.reshape(-1, 3)` turns a batch of shape (B, 32, 32, 3) into one row per pixel;
+# `.astype(np.float64)` before summing. The cell after yours checks your answer against
+# `course_utils.data.compute_mean_std`; if you skip the exercise, the notebook goes on with that.
 
 # %%
-start = time.perf_counter()
-mean, std = compute_mean_std(train.images)
-print(f"Computed in {time.perf_counter() - start:.1f} s")
+### BEGIN SOLUTION
+sum_x = np.zeros(3)  # running sum of x per channel (x in 0..255)
+sum_x2 = np.zeros(3)  # running sum of x**2 per channel
+for start in range(0, len(train.images), 5_000):
+    pixels = train.images[start : start + 5_000].reshape(-1, 3).astype(np.float64)  # (B*32*32, 3)
+    sum_x += pixels.sum(axis=0)
+    sum_x2 += (pixels**2).sum(axis=0)
+n_pixels = len(train.images) * 32 * 32
+my_mean = sum_x / n_pixels / 255
+my_std = np.sqrt(sum_x2 / n_pixels - (sum_x / n_pixels) ** 2) / 255
+### END SOLUTION
 
-is_official = train.source.endswith("(official)")
-ref_mean, ref_std = (CIFAR10_MEAN, CIFAR10_STD) if is_official else (CIFAR10_JPEG_MEAN, CIFAR10_JPEG_STD)
+# %%
+mean, std = check_exercise(
+    "channel mean and std",
+    student=lambda: (my_mean, my_std),
+    reference=lambda: compute_mean_std(train.images),
+    hint="Sum x and x**2 per channel over all batches in float64; var = E[x^2] - E[x]^2; "
+    "divide by 255 at the end.",
+)
+
+# %% [markdown]
+# Here is your result next to the published values of both releases:
+
+# %%
+is_official = train.kind == "official"  # or "jpeg": which copy of CIFAR-10 was loaded
+ref_mean, ref_std = train.published_stats()
 stats = pd.DataFrame(
     {
         "your mean": mean,
@@ -267,9 +284,10 @@ assert np.allclose(mean, ref_mean, atol=0.002) and np.allclose(std, ref_std, ato
 # Streaming in batches must not change the answer, whatever the batch size:
 
 # %%
-mean_small, std_small = compute_mean_std(train.images, batch_size=500)
-assert np.allclose(mean_small, mean, atol=1e-12) and np.allclose(std_small, std, atol=1e-12)
-print("Batch size 500 gives the same numbers as batch size 5,000.")
+small_batches = compute_mean_std(train.images, batch_size=500)
+large_batches = compute_mean_std(train.images, batch_size=5_000)
+assert np.allclose(small_batches, large_batches, rtol=0, atol=1e-12)
+print("Batches of 500 and of 5,000 images give the same numbers, to 12 decimals.")
 
 # %% [markdown]
 # ### An independent check
@@ -285,7 +303,8 @@ numpy_mean, numpy_std = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))  # populat
 stream_mean, stream_std = compute_mean_std(subset)
 print("NumPy:    ", numpy_mean.round(6), numpy_std.round(6))
 print("streamed: ", np.round(stream_mean, 6), np.round(stream_std, 6))
-assert np.allclose(stream_mean, numpy_mean, atol=1e-9) and np.allclose(stream_std, numpy_std, atol=1e-9)
+assert np.allclose(stream_mean, numpy_mean, atol=1e-9)
+assert np.allclose(stream_std, numpy_std, atol=1e-9)
 
 # %% [markdown]
 # ## 4. The 0.2023 pitfall
@@ -294,7 +313,34 @@ assert np.allclose(stream_mean, numpy_mean, atol=1e-9) and np.allclose(stream_st
 # tutorials, `Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))`. The means are right.
 # The "stds" are not the dataset's standard deviation: we just measured about 0.247, 0.243, 0.261.
 # Where do 0.2023, 0.1994, 0.2010 come from? They match the **average over images of each image's
-# own standard deviation**:
+# own standard deviation**.
+
+# %% [markdown]
+# ### Exercise 2: the mean of per-image stds
+#
+# Check the claim yourself on the 5,000-image subset of section 3, whose pixels are already in
+# `x` as floats in [0, 1], shape (5000, 32, 32, 3). Compute each image's own std per channel (over
+# its 32 × 32 pixels), then average over the images. Call the result `my_per_image` (three numbers)
+# and compare it with the dataset std of the same subset, `numpy_std`.
+
+# %%
+### BEGIN SOLUTION
+stds_per_image = x.std(axis=(1, 2))  # (5000, 3): one std per image and channel
+my_per_image = stds_per_image.mean(axis=0)  # (3,)
+### END SOLUTION
+
+# %%
+per_image_subset = check_exercise(
+    "mean of per-image stds",
+    student=lambda: my_per_image,
+    reference=lambda: mean_of_per_image_std(subset),
+    hint="Take the std over the two pixel axes (height and width), then the mean over images.",
+)
+print("mean of per-image stds:", np.round(per_image_subset, 4))
+print("dataset std:           ", numpy_std.round(4))
+
+# %% [markdown]
+# On all 50,000 training images, with `course_utils`:
 
 # %%
 per_image = mean_of_per_image_std(train.images)
@@ -344,7 +390,7 @@ pd.DataFrame(
         "between share": between / total,
         "sqrt(Var(X))": np.sqrt(total),
         "sqrt(within)": np.sqrt(within),
-        "mean per-image std": x.std(axis=(1, 2)).mean(axis=0),
+        "mean per-image std": per_image_subset,
     },
     index=["red", "green", "blue"],
 ).T.round(4)

@@ -106,7 +106,7 @@ def test_decoded_arrays_are_cached_and_reused(folder_data, monkeypatch):
     second = D.load_cifar10("train", root)
     np.testing.assert_array_equal(second.images, first.images)
     np.testing.assert_array_equal(second.labels, first.labels)
-    assert "cached" in second.source
+    assert "cached" in second.source and second.kind == first.kind == "jpeg"
 
 
 def test_unwritable_cache_only_warns(folder_data, monkeypatch):
@@ -162,7 +162,7 @@ def test_official_format_through_torchvision(tmp_path, monkeypatch):
         data = D.load_cifar10(split, tmp_path)
         np.testing.assert_array_equal(data.images, expected[split][0])
         np.testing.assert_array_equal(data.labels, expected[split][1])
-        assert "official" in data.source
+        assert data.kind == "official" and "official" in data.source
 
 
 def test_data_dir_from_environment(folder_data, monkeypatch):
@@ -432,7 +432,9 @@ def test_real_cifar10_sizes_and_balance(cifar_root):
 def test_real_cifar10_statistics(cifar_root):
     train = D.load_cifar10("train", cifar_root)
     mean, std = D.compute_mean_std(train.images)
-    jpeg = "JPEG" in train.source or "cached" in train.source
+    jpeg = train.kind == "jpeg"
+    assert train.kind in ("jpeg", "official")
+    assert train.published_stats() == ((D.CIFAR10_JPEG_MEAN, D.CIFAR10_JPEG_STD) if jpeg else (D.CIFAR10_MEAN, D.CIFAR10_STD))
     ref_mean, ref_std = (
         (README_JPEG_MEAN, README_JPEG_STD) if jpeg else (README_OFFICIAL_MEAN, README_OFFICIAL_STD)
     )

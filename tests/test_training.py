@@ -1,0 +1,511 @@
+"""Tests of course_utils.training: early stopping, schedules, the loop, checkpoints, fit and resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, log_loss
+from torch import nn
+
+from course_utils.config import set_seed
+from course_utils.data import (
+    CIFAR10Dataset,
+    TensorLoader,
+    cifar10_splits,
+    make_loader,
+    test_transform as eval_transform,
+    train_transform,
+)
+from course_utils.models import resnet18, resnet34
+from course_utils.training import (
+    HISTORY_COLUMNS,
+    PRESETS,
+    TIMING_COLUMNS,
+    ArchitectureMismatchError,
+    CheckpointError,
+    EarlyStopping,
+    NonFiniteLossError,
+    TrainConfig,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    fit,
+    load_checkpoint,
+    model_architecture,
+    save_checkpoint,
+    smoke_config,
+    train_one_epoch,
+)
+
+# --------------------------------------------------------------------------------------------------
+# Early stopping, on scripted metric sequences worked out by hand
+# --------------------------------------------------------------------------------------------------
+
+
+def run_stopper(stopper: EarlyStopping, values: list[float]) -> tuple[list[bool], int | None]:
+    """Feed values until the stopper says stop; returns the improved flags and the stop step."""
+    improved = []
+    for step, value in enumerate(values, start=1):
+        improved.append(stopper.step(value))
+        if stopper.should_stop:
+            return improved, step
+    return improved, None
+
+
+def test_early_stopping_max_mode_patience():
+    stopper = EarlyStopping(patience=2, mode="max")
+    improved, stop = run_stopper(stopper, [0.5, 0.6, 0.6, 0.55, 0.9])
+    assert improved == [True, True, False, False]  # an equal value is no improvement
+    assert stop == 4
+    assert stopper.best == 0.6 and stopper.best_epoch == 2
+
+
+def test_early_stopping_improvement_resets_the_count():
+    stopper = EarlyStopping(patience=2, mode="max")
+    improved, stop = run_stopper(stopper, [0.5, 0.4, 0.75, 0.7, 0.6, 0.9])
+    assert improved == [True, False, True, False, False]
+    assert stop == 5 and stopper.best == 0.75 and stopper.best_epoch == 3
+
+
+def test_early_stopping_min_delta_and_min_mode():
+    # Binary fractions, so that best - min_delta is exact.
+    stopper = EarlyStopping(patience=3, min_delta=0.25, mode="min")
+    improved, stop = run_stopper(stopper, [2.0, 1.875, 1.75, 1.8, 1.0])
+    # 2.0 first; 1.875 and 1.8 do not beat 2.0 - 0.25 = 1.75, and 1.75 only equals it; 1.0 comes
+    # after the stop.
+    assert improved == [True, False, False, False]
+    assert stop == 4
+    stopper = EarlyStopping(patience=3, min_delta=0.25, mode="min")
+    improved, stop = run_stopper(stopper, [2.0, 1.875, 1.5, 1.25, 1.125, 1.0, 0.75])
+    # 1.5 beats 1.75; 1.25 only equals 1.5 - 0.25; 1.125 beats it; 1.0 is not below 0.875; 0.75 is.
+    assert improved == [True, False, True, False, True, False, True]
+    assert stop is None and stopper.best == 0.75 and stopper.best_epoch == 7
+
+
+def test_early_stopping_never_stops_without_patience_and_nan_never_improves():
+    stopper = EarlyStopping(patience=None, mode="max")
+    improved, stop = run_stopper(stopper, [0.5] + [0.1] * 50 + [float("nan")])
+    assert stop is None and improved[0] and not any(improved[1:])
+    assert stopper.best == 0.5 and stopper.best_epoch == 1 and stopper.wait == 51
+
+
+def test_early_stopping_state_round_trip_continues_identically():
+    values = [0.3, 0.5, 0.45, 0.5, 0.625, 0.6, 0.55, 0.5]
+    whole = EarlyStopping(patience=3, min_delta=0.01, mode="max")
+    expected = run_stopper(whole, values)
+
+    first = EarlyStopping(patience=3, min_delta=0.01, mode="max")
+    flags = [first.step(v) for v in values[:4]]
+    second = EarlyStopping()
+    second.load_state_dict(first.state_dict())
+    flags2, stop = run_stopper(second, values[4:])
+    assert flags + flags2 == expected[0]
+    assert stop + 4 == expected[1]
+    assert (second.best, second.best_epoch) == (whole.best, whole.best_epoch)
+
+
+def test_early_stopping_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        EarlyStopping(mode="maximum")
+    with pytest.raises(ValueError, match="patience"):
+        EarlyStopping(patience=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration, optimizer and schedules
+# --------------------------------------------------------------------------------------------------
+
+
+def test_config_round_trip_and_validation():
+    cfg = TrainConfig(schedule="multistep", milestones=(3, 6), width=8)
+    again = TrainConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert isinstance(cfg.to_dict()["milestones"], list)  # plain values only
+    with pytest.raises(ValueError, match="unknown TrainConfig"):
+        TrainConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="exponential")
+    for preset in PRESETS.values():
+        assert TrainConfig.from_dict(preset.to_dict()) == preset
+    assert smoke_config(PRESETS["cpu"]).smoke and not PRESETS["cpu"].smoke
+
+
+def test_build_optimizer_settings():
+    model = nn.Linear(4, 2)
+    sgd = build_optimizer(model, TrainConfig(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4))
+    assert isinstance(sgd, torch.optim.SGD)
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.05, 0.9, True, 1e-4)
+    adam = build_optimizer(model, TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0))
+    assert isinstance(adam, torch.optim.Adam)
+
+
+def lrs_over_epochs(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
+    """The lr at the start of every epoch, stepping the schedule the way fit() does."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    schedule = build_scheduler(optimizer, cfg, steps_per_epoch)
+    lrs = []
+    for _ in range(cfg.epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        for _ in range(steps_per_epoch):
+            optimizer.step()
+            if schedule.per_batch:
+                schedule.scheduler.step()
+        if schedule.scheduler is not None and not schedule.per_batch:
+            schedule.scheduler.step()
+    return lrs
+
+
+def test_cosine_schedule_steps_per_epoch_and_follows_the_formula():
+    cfg = TrainConfig(schedule="cosine", lr=0.1, min_lr=0.001, epochs=10)
+    expected = [0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi * t / 10)) / 2 for t in range(10)]
+    assert lrs_over_epochs(cfg, steps_per_epoch=7) == pytest.approx(expected)
+
+
+def test_step_schedules_count_epochs_not_batches():
+    cfg = TrainConfig(schedule="multistep", lr=1.0, milestones=(2, 4), gamma=0.1, epochs=6)
+    assert lrs_over_epochs(cfg, steps_per_epoch=50) == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cfg = TrainConfig(schedule="step", lr=1.0, step_size=3, gamma=0.5, epochs=6)
+    assert lrs_over_epochs(cfg, steps_per_epoch=50) == pytest.approx([1, 1, 1, 0.5, 0.5, 0.5])
+    assert lrs_over_epochs(TrainConfig(schedule="none", lr=0.3, epochs=3), 5) == [0.3] * 3
+
+
+def test_multistep_milestones_after_the_last_epoch_warn():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.warns(UserWarning, match="never decays"):
+        build_scheduler(optimizer, TrainConfig(schedule="multistep", milestones=(60, 80), epochs=1), 10)
+
+
+def test_onecycle_steps_per_batch_and_peaks_after_warmup():
+    cfg = TrainConfig(schedule="onecycle", lr=0.4, warmup=0.25, div_factor=25, epochs=4)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr, momentum=0.9)
+    schedule = build_scheduler(optimizer, cfg, steps_per_epoch=10)
+    assert schedule.per_batch
+    lrs = []
+    for _ in range(40):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.scheduler.step()
+    assert lrs[0] == pytest.approx(0.4 / 25)
+    assert max(lrs) == pytest.approx(0.4) and 9 <= int(np.argmax(lrs)) <= 10  # 25% of 40 steps
+    assert lrs[-1] < 1e-4
+    assert optimizer.param_groups[0]["momentum"] == 0.9  # momentum is not cycled
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop: train_one_epoch and evaluate against hand-written references
+# --------------------------------------------------------------------------------------------------
+
+
+class NaNAfter(nn.Module):
+    """Wraps a model and returns NaN logits after a number of training-mode calls."""
+
+    def __init__(self, model: nn.Module, calls: int) -> None:
+        super().__init__()
+        self.model, self.calls = model, calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if self.training:
+            self.calls -= 1
+            if self.calls < 0:
+                return out * float("nan")
+        return out
+
+
+def synthetic_batches(n_batches: int = 4, batch: int = 8, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, 3, 8, 8, generator=g), torch.randint(0, 10, (batch,), generator=g)) for _ in range(n_batches)]
+
+
+class TinyNet(nn.Module):
+    """A small conv net with BatchNorm, enough to see train/eval differences."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_train_one_epoch_matches_a_plain_loop():
+    torch.manual_seed(0)
+    model = TinyNet()
+    reference = copy.deepcopy(model)
+    batches = synthetic_batches()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model.eval()  # train_one_epoch must switch to training mode itself
+    stats = train_one_epoch(model, batches, criterion, optimizer, "cpu")
+    assert model.training
+
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    reference.train()
+    losses, correct = [], 0
+    for x, y in batches:
+        ref_opt.zero_grad()
+        out = reference(x)
+        loss = criterion(out, y)
+        loss.backward()
+        ref_opt.step()
+        losses.append(loss.item())
+        correct += (out.argmax(1) == y).sum().item()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)
+    assert stats.loss == pytest.approx(np.mean(losses), rel=1e-6)
+    assert stats.accuracy == correct / 32 and stats.images == 32
+
+
+def test_evaluate_agrees_with_sklearn_and_leaves_batchnorm_alone():
+    torch.manual_seed(0)
+    model = resnet18(width=4)
+    model.train()
+    train_one_epoch(model, synthetic_batches(2), nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), "cpu")
+    model.train()  # as a training loop leaves it
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = synthetic_batches(3, seed=1)
+    stats = evaluate(model, batches, nn.CrossEntropyLoss(), "cpu")
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, buffers[key]), f"evaluate() changed {key}"
+
+    with torch.no_grad():  # the reference: eval-mode logits, then scikit-learn's metrics
+        logits = torch.cat([model(x) for x, _ in batches])
+    labels = torch.cat([y for _, y in batches]).numpy()
+    probs = torch.softmax(logits.double(), 1).numpy()
+    assert stats.accuracy == pytest.approx(accuracy_score(labels, probs.argmax(1)))
+    assert stats.loss == pytest.approx(log_loss(labels, probs, labels=list(range(10))), rel=1e-5)
+
+
+def test_non_finite_loss_raises_with_advice():
+    torch.manual_seed(0)
+    model = NaNAfter(TinyNet(), calls=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(NonFiniteLossError, match="nan.*lower learning rate"):
+        train_one_epoch(model, synthetic_batches(6), nn.CrossEntropyLoss(), optimizer, "cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip(tmp_path: Path):
+    torch.manual_seed(0)
+    model = resnet18(width=4)
+    optimizer = build_optimizer(model, TrainConfig())
+    train_one_epoch(model, synthetic_batches(2), nn.CrossEntropyLoss(), optimizer, "cpu")
+    cfg = TrainConfig(width=4)
+    path = save_checkpoint(
+        tmp_path / "run" / "ckpt.pt", model=model.state_dict(), optimizer=optimizer.state_dict(),
+        config=cfg.to_dict(), architecture=model_architecture(model), history={"epoch": [1]},
+    )
+    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temp file
+
+    torch.manual_seed(1)
+    other = resnet18(width=4)
+    other_opt = build_optimizer(other, TrainConfig())
+    state = load_checkpoint(path, other, other_opt)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, other.state_dict()[key])
+    saved_momentum = optimizer.state_dict()["state"][0]["momentum_buffer"]
+    assert torch.equal(other_opt.state_dict()["state"][0]["momentum_buffer"], saved_momentum)
+    assert TrainConfig.from_dict(state["config"]) == cfg
+    assert state["architecture"] == {"name": "resnet18", "width": 4, "stem": "cifar", "num_classes": 10}
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, epoch=1, weights=torch.arange(5.0))
+    real_save = torch.save
+
+    def crash_midway(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")  # garbage reaches the file, then the process "dies"
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, epoch=2, weights=torch.zeros(5))
+    monkeypatch.setattr(torch, "save", real_save)
+
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["weights"], torch.arange(5.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file is gone
+
+
+def test_mismatched_architecture_names_both(tmp_path: Path):
+    small = resnet18(width=8)
+    path = save_checkpoint(tmp_path / "best.pt", model=small.state_dict(), architecture=model_architecture(small))
+    with pytest.raises(ArchitectureMismatchError) as info:
+        load_checkpoint(path, resnet34(width=8))
+    message = str(info.value)
+    assert "resnet18(width=8, stem=cifar, num_classes=10)" in message
+    assert "resnet34(width=8, stem=cifar, num_classes=10)" in message
+    with pytest.raises(ArchitectureMismatchError, match="width=16"):
+        load_checkpoint(path, resnet18(width=16))
+
+    # A bare state dict (no description): PyTorch's error is caught and explained.
+    bare = save_checkpoint(tmp_path / "bare.pt", model=small.state_dict())
+    with pytest.raises(ArchitectureMismatchError, match="resnet34.*size mismatch|resnet34.*Missing"):
+        load_checkpoint(bare, resnet34(width=16))
+
+
+def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        load_checkpoint(tmp_path / "nothere.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(os.urandom(1000))
+    with pytest.raises(CheckpointError, match="garbage.pt"):
+        load_checkpoint(garbage)
+    good = save_checkpoint(tmp_path / "good.pt", weights=torch.randn(1000))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="truncated.pt"):
+        load_checkpoint(truncated)
+
+
+MARKER = "pwned.txt"
+
+
+class Payload:
+    """An object whose unpickling would run code: what weights_only loading must refuse."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+
+    def __reduce__(self):
+        return (Path(os.path.join(self.folder, MARKER)).write_text, ("code ran",))  # noqa: B010
+
+
+def test_pickled_objects_are_refused_and_never_run(tmp_path: Path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "extra": Payload(str(tmp_path))}, path)
+    with pytest.raises(CheckpointError, match="Refusing to load .*evil.pt"):
+        load_checkpoint(path)
+    assert not (tmp_path / MARKER).exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# fit: resume equivalence, the NaN guard, checkpoints chosen on validation
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_data(cifar_root: Path):
+    """200 training and 100 validation images of real CIFAR-10."""
+    splits = cifar10_splits(cifar_root, smoke=True)
+    return splits.train.subset(np.arange(200)), splits.val.subset(np.arange(100))
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = TrainConfig(
+        width=4, epochs=4, batch_size=50, eval_batch_size=100, lr=0.05, schedule="onecycle",
+        label_smoothing=0.1, patience=None, channels_last=True, num_workers=0,
+    )  # fmt: skip
+    return TrainConfig.from_dict({**base.to_dict(), **changes})
+
+
+def tiny_loaders(data, cfg: TrainConfig, kind: str):
+    train, val = data
+    if kind == "tensor":
+        return (
+            TensorLoader(train, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed, drop_last=True),
+            TensorLoader(val, cfg.eval_batch_size),
+        )
+    # A DataLoader with per-image transforms draws its augmentation from the global torch RNG,
+    # which a resumed run must therefore restore.
+    return (
+        make_loader(CIFAR10Dataset(train, train_transform(rotation=10)), cfg.batch_size, shuffle=True, seed=cfg.seed, num_workers=0, drop_last=True),
+        make_loader(CIFAR10Dataset(val, eval_transform()), cfg.eval_batch_size, num_workers=0),
+    )
+
+
+@pytest.mark.parametrize("kind", ["torch", "tensor"])
+def test_resume_gives_the_same_weights_and_history(tiny_data, tmp_path: Path, kind: str):
+    cfg = tiny_config()
+
+    set_seed(0)
+    whole_model = resnet18(width=4)
+    whole = fit(whole_model, *tiny_loaders(tiny_data, cfg, kind), cfg, "cpu", out_dir=tmp_path / "whole", progress=False)
+
+    set_seed(0)
+    part_model = resnet18(width=4)
+    first = fit(part_model, *tiny_loaders(tiny_data, cfg, kind), cfg, "cpu", out_dir=tmp_path / "part",
+                stop_after_epoch=2, progress=False)  # fmt: skip
+    assert first.epochs_run == 2
+
+    set_seed(12345)  # a new session: other random state, other initial weights, fresh loaders
+    resumed_model = resnet18(width=4)
+    resumed = fit(resumed_model, *tiny_loaders(tiny_data, cfg, kind), cfg, "cpu", out_dir=tmp_path / "part",
+                  resume=first.last_checkpoint, progress=False)  # fmt: skip
+
+    assert resumed.epochs_run == whole.epochs_run == 4
+    for key, value in whole_model.state_dict().items():
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
+    columns = [c for c in HISTORY_COLUMNS if c not in TIMING_COLUMNS]
+    assert whole.history[columns].equals(resumed.history[columns])
+    assert resumed.best_epoch == whole.best_epoch
+    best_whole = load_checkpoint(whole.best_checkpoint)
+    best_resumed = load_checkpoint(resumed.best_checkpoint)
+    assert best_whole["epoch"] == best_resumed["epoch"]
+    for key, value in best_whole["model"].items():
+        assert torch.equal(value, best_resumed["model"][key])
+
+
+def test_fit_keeps_the_best_validation_checkpoint_and_a_full_last_one(tiny_data, tmp_path: Path):
+    cfg = tiny_config(epochs=3, schedule="cosine")
+    set_seed(0)
+    model = resnet18(width=4)
+    result = fit(model, *tiny_loaders(tiny_data, cfg, "tensor"), cfg, "cpu", out_dir=tmp_path,
+                 mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), progress=False)  # fmt: skip
+    history = result.history
+    assert list(history.columns) == list(HISTORY_COLUMNS) and list(history["epoch"]) == [1, 2, 3]
+    assert history[["train_acc", "val_acc"]].stack().between(0, 1).all()
+    # cosine is stepped once per epoch: the lr column follows the formula at epoch starts
+    expected_lr = [cfg.lr * (1 + math.cos(math.pi * t / 3)) / 2 for t in range(3)]
+    assert list(history["lr"]) == pytest.approx(expected_lr)
+
+    best_epoch = int(history["val_acc"].to_numpy().argmax()) + 1  # first maximum, on validation
+    assert result.best_epoch == best_epoch
+    best = load_checkpoint(result.best_checkpoint)
+    assert best["epoch"] == best_epoch and best["score"] == history["val_acc"].max()
+    last = load_checkpoint(result.last_checkpoint)
+    assert last["epoch"] == 3
+    for key in ("model", "optimizer", "scheduler", "early_stopping", "history", "rng", "config",
+                "architecture", "classes", "mean", "std"):  # fmt: skip
+        assert key in last, key
+    assert last["mean"] == [0.5, 0.5, 0.5] and len(last["classes"]) == 10
+    assert (tmp_path / "history.csv").is_file()
+
+
+def test_non_finite_loss_stops_fit_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path: Path):
+    cfg = tiny_config(epochs=3)
+    set_seed(0)
+    model = NaNAfter(resnet18(width=4), calls=5)  # 4 batches per epoch: NaN in epoch 2
+    with pytest.raises(NonFiniteLossError, match=r"Epoch 2.*lower learning rate.*last\.pt"):
+        fit(model, *tiny_loaders(tiny_data, cfg, "tensor"), cfg, "cpu", out_dir=tmp_path, progress=False)
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 1 and len(last["history"]["epoch"]) == 1
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+
+
+def test_resume_refuses_a_changed_configuration(tiny_data, tmp_path: Path):
+    cfg = tiny_config(epochs=2)
+    set_seed(0)
+    first = fit(resnet18(width=4), *tiny_loaders(tiny_data, cfg, "tensor"), cfg, "cpu", out_dir=tmp_path,
+                stop_after_epoch=1, progress=False)  # fmt: skip
+    changed = tiny_config(epochs=2, lr=0.5)
+    with pytest.raises(ValueError, match="lr: saved 0.05, now 0.5"):
+        fit(resnet18(width=4), *tiny_loaders(tiny_data, changed, "tensor"), changed, "cpu",
+            out_dir=tmp_path, resume=first.last_checkpoint, progress=False)  # fmt: skip
