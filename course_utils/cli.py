@@ -1,10 +1,10 @@
 """The command line: ``python -m course_utils train`` runs a whole training run and reports it.
 
-    python -m course_utils train                    # the preset for this machine (full on a GPU, cpu otherwise)
+    python -m course_utils train                   # full preset on a GPU, cpu preset otherwise
     python -m course_utils train --preset cpu --epochs 3 --width 8
-    python -m course_utils train --smoke --out /tmp/run   # a one-minute run on the small real subset
+    python -m course_utils train --smoke --out /tmp/run    # about a minute, small real subset
     python -m course_utils train --resume runs/cpu-20250101-120000/last.pt
-    python -m course_utils presets                  # show the presets
+    python -m course_utils presets                 # show the presets
 
 A run trains ResNet-18 on the 45,000 training images, picks the best epoch on the 5,000 validation
 images, evaluates that best checkpoint once on the 10,000 test images, and writes a run folder:
@@ -22,18 +22,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import numpy as np
+import pandas as pd
 import torch
 
 from course_utils.config import get_device, is_smoke, runs_dir, set_seed
 from course_utils.data import (
     CIFAR10Dataset,
+    DataFormatError,
+    DataNotFoundError,
     Splits,
     TensorLoader,
     cifar10_splits,
@@ -44,6 +48,8 @@ from course_utils.data import (
 )
 from course_utils.training import (
     PRESETS,
+    CheckpointError,
+    NonFiniteLossError,
     TrainConfig,
     build_model,
     describe_architecture,
@@ -66,7 +72,11 @@ OVERRIDES: dict[str, tuple[str, Any, str]] = {
     "--weight-decay": ("weight_decay", float, "L2 weight decay"),
     "--schedule": ("schedule", str, "onecycle, cosine, multistep, step or none"),
     "--warmup": ("warmup", float, "onecycle warm-up fraction of all steps"),
-    "--milestones": ("milestones", lambda s: tuple(int(v) for v in s.split(",")), "multistep epochs, e.g. 15,25"),
+    "--milestones": (
+        "milestones",
+        lambda s: tuple(int(v) for v in s.split(",")),
+        "multistep epochs, e.g. 15,25",
+    ),
     "--gamma": ("gamma", float, "multistep/step decay factor"),
     "--step-size": ("step_size", int, "step: epochs between decays"),
     "--label-smoothing": ("label_smoothing", float, "label smoothing (0 = plain cross-entropy)"),
@@ -88,22 +98,37 @@ SWITCHES: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__.split("\n")[0])
+    """The parser of ``python -m course_utils``: the ``train`` and ``presets`` commands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m course_utils", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train ResNet-18 on CIFAR-10 and report on the test set")
-    train.add_argument("--preset", choices=sorted(PRESETS), help="recipe (default: full on CUDA, cpu otherwise)")
-    train.add_argument("--smoke", action="store_true", help="small real subset, 2 epochs (as COURSE_SMOKE=1)")
+    train = commands.add_parser(
+        "train", help="train ResNet-18 on CIFAR-10 and report on the test set"
+    )
+    train.add_argument(
+        "--preset", choices=sorted(PRESETS), help="recipe (default: full on CUDA, cpu otherwise)"
+    )
+    train.add_argument(
+        "--smoke", action="store_true", help="small real subset, 2 epochs (as COURSE_SMOKE=1)"
+    )
     train.add_argument("--out", type=Path, help="run folder (default: runs/<preset>-<date>-<time>)")
-    train.add_argument("--resume", type=Path, help="continue a run from its last.pt (or its folder)")
-    train.add_argument("--data-dir", type=Path, help="CIFAR-10 folder (default: $COURSE_DATA_DIR or data/)")
+    train.add_argument(
+        "--resume", type=Path, help="continue a run from its last.pt (or its folder)"
+    )
+    train.add_argument(
+        "--data-dir", type=Path, help="CIFAR-10 folder (default: $COURSE_DATA_DIR or data/)"
+    )
     train.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     overrides = train.add_argument_group("overrides of single preset fields")
     for flag, (name, kind, text) in OVERRIDES.items():
         overrides.add_argument(flag, dest=name, type=kind, default=None, help=text)
     for flag, (name, text) in SWITCHES.items():
-        overrides.add_argument(f"--{flag}", dest=name, action=argparse.BooleanOptionalAction, help=text)
+        overrides.add_argument(
+            f"--{flag}", dest=name, action=argparse.BooleanOptionalAction, help=text
+        )
 
     commands.add_parser("presets", help="print the training presets")
     return parser
@@ -112,11 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m course_utils``; returns the exit status."""
     args = build_parser().parse_args(argv)
+    matplotlib.use("Agg")  # the command line only writes figures to files: no window, no display
     if args.command == "presets":
         for name, cfg in PRESETS.items():
             print(f"{name}: {json.dumps(cfg.to_dict())}")
         return 0
-    return train_command(args)
+    try:
+        return train_command(args)
+    except (DataNotFoundError, DataFormatError, CheckpointError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # these messages say what to do; no traceback
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"Training stopped: {exc}", file=sys.stderr)
+        return 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -151,7 +184,7 @@ def build_loaders(
 ) -> tuple[Any, Any, Any]:
     """Train, validation and test loaders for ``cfg``.
 
-    ``cfg.loader="auto"`` picks, from measurements (benchmarks/README.md): on a GPU, the
+    ``cfg.loader="auto"`` picks, from measurements: on a GPU, the
     :class:`~course_utils.data.TensorLoader`, which keeps the whole dataset on the device and
     augments whole batches there, so the GPU never waits for the CPU; on a CPU, a ``DataLoader``
     over torchvision transforms (``make_loader``), which was faster there (about 7,000 vs 2,500
@@ -163,30 +196,48 @@ def build_loaders(
         kind = "tensor" if device.type == "cuda" and not cfg.rotation else "torch"
     if kind == "tensor":
         if cfg.rotation:
-            raise ValueError("the tensor loader does not rotate: use --loader torch with --rotation")
+            raise ValueError(
+                "the tensor loader does not rotate: use --loader torch with --rotation"
+            )
         train = TensorLoader(
-            splits.train, cfg.batch_size, shuffle=True, augment=True, mean=mean, std=std,
-            device=device, seed=cfg.seed, drop_last=True,
-        )  # fmt: skip
+            splits.train,
+            cfg.batch_size,
+            shuffle=True,
+            augment=True,
+            mean=mean,
+            std=std,
+            device=device,
+            seed=cfg.seed,
+            drop_last=True,
+        )
         val, test = (
             TensorLoader(part, cfg.eval_batch_size, mean=mean, std=std, device=device)
             for part in (splits.val, splits.test)
         )
         return train, val, test
     train = make_loader(
-        CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation)), cfg.batch_size,
-        shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers, device=device, drop_last=True,
-    )  # fmt: skip
+        CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation)),
+        cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        device=device,
+        drop_last=True,
+    )
     val, test = (
-        make_loader(CIFAR10Dataset(part, test_transform(mean, std)), cfg.eval_batch_size,
-                    num_workers=cfg.num_workers, device=device)
+        make_loader(
+            CIFAR10Dataset(part, test_transform(mean, std)),
+            cfg.eval_batch_size,
+            num_workers=cfg.num_workers,
+            device=device,
+        )
         for part in (splits.val, splits.test)
-    )  # fmt: skip
+    )
     return train, val, test
 
 
 def train_command(args: argparse.Namespace) -> int:
-    """``python -m course_utils train``: train, evaluate the best checkpoint on the test set, report."""
+    """``python -m course_utils train``: train, test the best checkpoint once, write the report."""
     from course_utils.evaluation import (
         classification_report,
         confusion_matrix,
@@ -208,7 +259,7 @@ def train_command(args: argparse.Namespace) -> int:
             )
         saved = load_checkpoint(resume)
         cfg = TrainConfig.from_dict(saved["config"])
-        preset = saved.get("preset", "resumed")
+        preset = f"resumed {resume}"
         mean, std = saved["mean"], saved["std"]
         out_dir = args.out or resume.parent
     else:
@@ -217,10 +268,15 @@ def train_command(args: argparse.Namespace) -> int:
         mean = std = None
     cfg = dataclasses.replace(cfg, out_dir=str(out_dir))
     threads = torch.get_num_threads()
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} CPU threads"
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} CPU threads"
+    )
     print(f"Device: {device} ({device_name}). Run folder: {out_dir}")
 
     set_seed(cfg.seed)
+    if device.type == "cuda":
+        # The shapes never change, so let cuDNN time its kernels once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
     splits = cifar10_splits(args.data_dir, val_size=cfg.val_size, seed=cfg.seed, smoke=cfg.smoke)
     if mean is None:  # statistics of this run's own training images, exact and cheap
         mean, std = compute_mean_std(splits.train.images)
@@ -228,9 +284,18 @@ def train_command(args: argparse.Namespace) -> int:
     model = build_model(cfg, num_classes=len(splits.train.classes))
 
     result = fit(
-        model, train_loader, val_loader, cfg, device, out_dir=out_dir, resume=resume,
-        classes=splits.train.classes, mean=mean, std=std, progress=not args.no_progress,
-    )  # fmt: skip
+        model,
+        train_loader,
+        val_loader,
+        cfg,
+        device,
+        out_dir=out_dir,
+        resume=resume,
+        classes=splits.train.classes,
+        mean=mean,
+        std=std,
+        progress=not args.no_progress,
+    )
 
     # The test set, once, with the weights chosen on the validation set.
     best = load_checkpoint(result.best_checkpoint, model, map_location=device)
@@ -239,6 +304,19 @@ def train_command(args: argparse.Namespace) -> int:
     per_class = per_class_accuracy(pred, classes)
     report = classification_report(pred, classes)
     cm = confusion_matrix(pred, len(classes))
+    out_dir = Path(out_dir)
+    result.history.to_csv(out_dir / "history.csv", index=False)
+    _save_figures(
+        out_dir / "figures",
+        result.history,
+        result.best_epoch,
+        cm,
+        classes,
+        splits.test.images,
+        most_confident_mistakes(pred, 16),
+        mean,
+        std,
+    )
     wall = time.perf_counter() - start
 
     metrics = {
@@ -260,28 +338,35 @@ def train_command(args: argparse.Namespace) -> int:
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": {
             "source": splits.train.source,
-            "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
-            "mean": list(mean), "std": list(std),
-        },  # fmt: skip
+            "train": len(splits.train),
+            "val": len(splits.val),
+            "test": len(splits.test),
+            "mean": list(mean),
+            "std": list(std),
+        },
         "per_class_accuracy": {c: float(a) for c, a in per_class["accuracy"].items()},
         "confusion_matrix": cm.tolist(),
         "config": cfg.to_dict(),
         "best_checkpoint": str(result.best_checkpoint),
         "last_checkpoint": str(result.last_checkpoint),
     }
-    out_dir = Path(out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    result.history.to_csv(out_dir / "history.csv", index=False)
-    _save_figures(out_dir / "figures", result.history, result.best_epoch, cm, classes, splits, pred,
-                  most_confident_mistakes(pred, 16), mean, std)  # fmt: skip
     print(_summary(metrics, cfg, best, out_dir))
     return 0
 
 
-def _save_figures(folder, history, best_epoch, cm, classes, splits, pred, mistakes, mean, std) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no window, works without a display
+def _save_figures(
+    folder: Path,
+    history: pd.DataFrame,
+    best_epoch: int,
+    cm: np.ndarray,
+    classes: Sequence[str],
+    test_images: np.ndarray,
+    mistakes: pd.DataFrame,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> None:
+    """figures/history.png, confusion.png and mistakes.png, each closed once saved."""
     import matplotlib.pyplot as plt
 
     from course_utils.plotting import mistakes_gallery, plot_confusion, plot_history
@@ -289,32 +374,37 @@ def _save_figures(folder, history, best_epoch, cm, classes, splits, pred, mistak
     figures = [
         plot_history(history, best_epoch, save=folder / "history.png"),
         plot_confusion(cm, classes, save=folder / "confusion.png"),
-        mistakes_gallery(splits.test.images, mistakes, classes, save=folder / "mistakes.png"),
+        mistakes_gallery(test_images, mistakes, classes, mean, std, save=folder / "mistakes.png"),
     ]
     for fig in figures:
         plt.close(fig)
 
 
 def _summary(metrics: dict[str, Any], cfg: TrainConfig, best: dict[str, Any], out_dir: Path) -> str:
+    """The one-screen report printed at the end of a run."""
     minutes, seconds = divmod(metrics["wall_seconds"], 60)
-    data = metrics["data"]
+    data, arch = metrics["data"], describe_architecture(metrics["architecture"])
+    early = " (stopped early)" if metrics["stopped_early"] else ""
     per_class = ", ".join(f"{c} {a:.0%}" for c, a in metrics["per_class_accuracy"].items())
     lines = [
         "",
         f"{'=' * 30} run summary {'=' * 30}",
         f"preset {metrics['preset']} on {metrics['device']} ({metrics['device_name']})",
-        f"model  {describe_architecture(metrics['architecture'])}: {metrics['parameters']:,} parameters",
-        f"data   {data['train']:,} train / {data['val']:,} validation / {data['test']:,} test images",
-        f"train  {metrics['epochs_run']} of {cfg.epochs} epochs"
-        + (" (stopped early)" if metrics["stopped_early"] else "")
-        + f", {cfg.optimizer} lr {cfg.lr:g}, {cfg.schedule}, batch {cfg.batch_size}, "
-        f"{metrics['images_per_second']:.0f} images/s",
-        f"best   epoch {metrics['best_epoch']}: {cfg.monitor} = {best.get('score', float('nan')):.4f} (validation)",
-        f"TEST   accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}, "
-        f"macro F1 {metrics['test_macro_f1']:.4f} (best checkpoint, evaluated once)",
+        f"model  {arch}: {metrics['parameters']:,} parameters",
+        f"data   {data['train']:,} train / {data['val']:,} validation / {data['test']:,} test",
+        (
+            f"train  {metrics['epochs_run']} of {cfg.epochs} epochs{early}, {cfg.optimizer} "
+            f"lr {cfg.lr:g} {cfg.schedule}, batch {cfg.batch_size}, "
+            f"{metrics['images_per_second']:.0f} images/s"
+        ),
+        f"best   epoch {metrics['best_epoch']}: {cfg.monitor} {best['score']:.4f} on validation",
+        (
+            f"TEST   accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}, "
+            f"macro F1 {metrics['test_macro_f1']:.4f} (best checkpoint, evaluated once)"
+        ),
         f"class  {per_class}",
         f"time   {int(minutes)} min {seconds:.0f} s in all",
-        f"files  {out_dir}/{{best.pt, last.pt, history.csv, metrics.json, figures/}}",
+        f"files  {out_dir}/: best.pt last.pt history.csv metrics.json figures/",
     ]
     return "\n".join(lines)
 

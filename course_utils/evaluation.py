@@ -113,11 +113,14 @@ def per_class_accuracy(pred: Predictions, classes: Sequence[str] = CIFAR10_CLASS
     with np.errstate(invalid="ignore", divide="ignore"):
         accuracy = np.where(total > 0, correct / np.maximum(total, 1), np.nan)
     return pd.DataFrame(
-        {"correct": correct, "total": total, "accuracy": accuracy}, index=pd.Index(classes, name="class")
+        {"correct": correct, "total": total, "accuracy": accuracy},
+        index=pd.Index(classes, name="class"),
     )
 
 
-def classification_report(pred: Predictions, classes: Sequence[str] = CIFAR10_CLASSES) -> pd.DataFrame:
+def classification_report(
+    pred: Predictions, classes: Sequence[str] = CIFAR10_CLASSES
+) -> pd.DataFrame:
     """scikit-learn's precision / recall / F1 / support per class, plus the averages, as a table.
 
     Returns:
@@ -126,9 +129,13 @@ def classification_report(pred: Predictions, classes: Sequence[str] = CIFAR10_CL
     Explained in notebook 06.
     """
     report = metrics.classification_report(
-        pred.labels, pred.preds, labels=list(range(len(classes))), target_names=list(classes),
-        output_dict=True, zero_division=0,
-    )  # fmt: skip
+        pred.labels,
+        pred.preds,
+        labels=list(range(len(classes))),
+        target_names=list(classes),
+        output_dict=True,
+        zero_division=0,
+    )
     accuracy = report.pop("accuracy", None)
     table = pd.DataFrame(report).T
     if accuracy is not None:  # one number in sklearn's dict; a full row here
@@ -255,5 +262,7 @@ def tsne_embedding(
     if x.shape[1] > TSNE_PCA_DIMS and len(x) > TSNE_PCA_DIMS:
         x = PCA(n_components=TSNE_PCA_DIMS, random_state=seed).fit_transform(x)  # (n, 50)
     perplexity = min(perplexity, max(1.0, (len(x) - 1) / 3))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+    tsne = TSNE(
+        n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed
+    )
     return tsne.fit_transform(x), np.asarray(labels)[indices], indices

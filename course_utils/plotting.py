@@ -21,6 +21,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from course_utils.config import DEFAULT_SEED
 from course_utils.data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, CIFAR10Arrays, denormalize
@@ -64,7 +65,9 @@ def _to_display(
 def _grid(n: int, ncols: int, cell: float = 1.4) -> tuple[Figure, np.ndarray]:
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, cell * nrows + 0.3), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(cell * ncols, cell * nrows + 0.3), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     return fig, axes
@@ -107,7 +110,9 @@ def image_grid(
         elif preds[i] == labels[i]:
             ax.set_title(classes[preds[i]], fontsize=8, color=CORRECT_COLOR)
         else:
-            ax.set_title(f"{classes[preds[i]]}\n({classes[labels[i]]})", fontsize=8, color=MISTAKE_COLOR)
+            ax.set_title(
+                f"{classes[preds[i]]}\n({classes[labels[i]]})", fontsize=8, color=MISTAKE_COLOR
+            )
     if title:
         fig.suptitle(title)
     return _finish(fig, save)
@@ -127,7 +132,7 @@ def augmentation_grid(
 
     Args:
         data: the split to draw from; its first ``n`` images are shown.
-        transform: a training transform on uint8 ``(3, H, W)`` tensors (e.g. ``data.train_transform``).
+        transform: a training transform on uint8 ``(3, H, W)`` tensors (``data.train_transform()``).
         n: images (rows).
         n_views: augmented versions of each (columns after the original).
         mean, std: the statistics ``transform`` normalizes with, to undo them for display.
@@ -136,7 +141,9 @@ def augmentation_grid(
 
     Explained in notebook 02.
     """
-    fig, axes = plt.subplots(n, n_views + 1, figsize=(1.4 * (n_views + 1), 1.4 * n + 0.3), squeeze=False)
+    fig, axes = plt.subplots(
+        n, n_views + 1, figsize=(1.4 * (n_views + 1), 1.4 * n + 0.3), squeeze=False
+    )
     with torch.random.fork_rng(devices=[]):  # do not disturb the caller's random stream
         torch.manual_seed(seed)
         for row in range(n):
@@ -220,6 +227,7 @@ def plot_history(
     ax_gap.set(title="generalization gap (train - validation accuracy)", ylabel="percentage points")
     for ax in axes.flat:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         if best_epoch:
             ax.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch ({best_epoch})")
@@ -250,15 +258,26 @@ def plot_confusion(
     cm = np.asarray(cm)
     rows = cm.sum(axis=1, keepdims=True)
     normalized = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
-    panels = {"counts": (cm, "d", "counts"), "true": (normalized, ".2f", "fraction of each true class")}
+    panels = {
+        "counts": (cm, "d", "counts"),
+        "true": (normalized, ".2f", "fraction of each true class"),
+    }
     chosen = ["counts", "true"] if normalize == "both" else [normalize]
     fig, axes = plt.subplots(1, len(chosen), figsize=(7.5 * len(chosen), 6.2), squeeze=False)
     for ax, name in zip(axes.flat, chosen):
         values, fmt, title = panels[name]
         sns.heatmap(
-            values, annot=True, fmt=fmt, cmap="Blues", square=True, cbar=False, ax=ax,
-            xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7},
-        )  # fmt: skip
+            values,
+            annot=True,
+            fmt=fmt,
+            cmap="Blues",
+            square=True,
+            cbar=False,
+            ax=ax,
+            xticklabels=classes,
+            yticklabels=classes,
+            annot_kws={"fontsize": 7},
+        )
         ax.set(title=title, xlabel="predicted", ylabel="true")
         ax.tick_params(axis="x", rotation=45)
         ax.tick_params(axis="y", rotation=0)
@@ -294,9 +313,11 @@ def mistakes_gallery(
     for ax, image, (_, row) in zip(axes.flat, shown, mistakes.iterrows()):
         ax.imshow(image)
         ax.set_title(
-            f"{classes[int(row['pred'])]} ({row['confidence']:.0%})\ntrue: {classes[int(row['label'])]}",
-            fontsize=7, color=MISTAKE_COLOR,
-        )  # fmt: skip
+            f"{classes[int(row['pred'])]} ({row['confidence']:.0%})\n"
+            f"true: {classes[int(row['label'])]}",
+            fontsize=7,
+            color=MISTAKE_COLOR,
+        )
     fig.suptitle("most confident mistakes")
     return _finish(fig, save)
 
@@ -321,9 +342,15 @@ def tsne_scatter(
     """
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     sns.scatterplot(
-        x=embedding[:, 0], y=embedding[:, 1], hue=np.asarray(classes)[np.asarray(labels)],
-        hue_order=list(classes), palette="tab10", s=12, linewidth=0, ax=ax,
-    )  # fmt: skip
+        x=embedding[:, 0],
+        y=embedding[:, 1],
+        hue=np.asarray(classes)[np.asarray(labels)],
+        hue_order=list(classes),
+        palette="tab10",
+        s=12,
+        linewidth=0,
+        ax=ax,
+    )
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=1.5)
     return _finish(fig, save)

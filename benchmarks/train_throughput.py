@@ -1,0 +1,217 @@
+"""How fast does the course train, and how much faster than the task statement's pipeline?
+
+Measures training throughput (images per second) of three things, on the same machine in one run:
+
+  (a) the bare model step: forward, backward and optimizer step on one fixed batch, over and over,
+      with full-width ResNet-18 (CIFAR stem, 32x32) in the memory layout training uses. The ceiling.
+  (b) the course's whole training loop: ``training.train_one_epoch`` over real CIFAR-10 from the
+      loader the CLI uses on this device (loading, augmentation, metrics included), same model and
+      batch size. Target: b/a >= 0.9 (the loop adds little to the model's own cost).
+  (c) the task statement's pipeline: PIL images through ``Resize((227, 227))``, flips, rotation,
+      ``ToTensor`` and ``Normalize`` one image at a time in a DataLoader, into a ResNet-18 with the
+      7x7 stem and max-pool at 227x227, default memory layout, Adam, and ``loss.item()`` every step.
+      Target: b/c >= 4.
+
+    python benchmarks/train_throughput.py        # about 2 minutes on 2 idle CPU cores
+    python benchmarks/train_throughput.py --batches 12 --seed-batches 4 --data-dir /path/to/data
+
+Timings on a shared machine are noisy: run it when the machine is otherwise idle, and compare the
+ratios rather than the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from course_utils.cli import build_loaders
+from course_utils.config import get_device, set_seed
+from course_utils.data import CIFAR10Arrays, Splits, cifar10_splits, compute_mean_std
+from course_utils.models import resnet18
+from course_utils.training import TrainConfig, autocast_dtype, build_optimizer, train_one_epoch
+
+SEED_IMAGE_SIZE = 227  # the task statement's Resize((227, 227)), left over from AlexNet
+SEED_ROTATION = 15  # degrees, the task statement's RandomRotation(15)
+SEED_BATCH = 64  # the task statement's training batch size
+SEED_LR = 1e-3  # the task statement's Adam learning rate
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_step(cfg: TrainConfig, device: torch.device, batches: int, warmup: int) -> float:
+    """(a) images/s of forward + backward + step on one fixed batch."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = resnet18(width=cfg.width).to(device, memory_format=memory_format)
+    optimizer = build_optimizer(model, cfg)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    x = torch.randn(cfg.batch_size, 3, 32, 32, device=device).contiguous(
+        memory_format=memory_format
+    )
+    y = torch.randint(0, 10, (cfg.batch_size,), device=device)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    model.train()
+    for step in range(warmup + batches):
+        if step == warmup:
+            sync(device)
+            start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=cfg.amp):
+            loss = criterion(model(x), y)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    sync(device)
+    return batches * cfg.batch_size / (time.perf_counter() - start)
+
+
+def course_loop(
+    cfg: TrainConfig, splits: Splits, device: torch.device, batches: int, warmup: int
+) -> float:
+    """(b) images/s of train_one_epoch over real data, ``batches`` batches after a warm-up."""
+    mean, std = compute_mean_std(splits.train.images)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = resnet18(width=cfg.width).to(device, memory_format=memory_format)
+    optimizer = build_optimizer(model, cfg)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    def loader_of(n_batches: int, offset: int):
+        part = splits.train.subset(np.arange(offset, offset + n_batches * cfg.batch_size))
+        return build_loaders(Splits(part, splits.val, splits.test), cfg, mean, std, device)[0]
+
+    train_one_epoch(
+        model,
+        loader_of(warmup, 0),
+        criterion,
+        optimizer,
+        device,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+    )
+    loader = loader_of(batches, warmup * cfg.batch_size)
+    sync(device)
+    stats = train_one_epoch(
+        model, loader, criterion, optimizer, device, amp=cfg.amp, channels_last=cfg.channels_last
+    )
+    return stats.images / stats.seconds
+
+
+class PILDataset(Dataset):
+    """CIFAR-10 as PIL images, as ``torchvision.datasets.CIFAR10`` serves them."""
+
+    def __init__(self, data: CIFAR10Arrays, transform) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        return self.transform(Image.fromarray(self.data.images[index])), int(
+            self.data.labels[index]
+        )
+
+
+def seed_pipeline(train: CIFAR10Arrays, device: torch.device, batches: int, warmup: int) -> float:
+    """(c) images/s of the task statement's training loop, written as it is there."""
+    mean, std = compute_mean_std(train.images)
+    train_augment = transforms.Compose(
+        [
+            transforms.Resize((SEED_IMAGE_SIZE, SEED_IMAGE_SIZE)),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomRotation(SEED_ROTATION),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=mean, std=std),
+        ]
+    )
+    part = train.subset(np.arange((warmup + batches) * SEED_BATCH))
+    loader = DataLoader(PILDataset(part, train_augment), batch_size=SEED_BATCH, shuffle=True)
+    model = resnet18(stem="imagenet").to(device)  # 7x7 stem + max-pool, default memory format
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=SEED_LR)
+    model.train()
+    images = 0
+    for step, (data, label) in enumerate(loader):
+        if step == warmup:
+            sync(device)
+            start = time.perf_counter()
+        data, label = data.to(device), label.to(device)
+        model.zero_grad()
+        loss = criterion(model(data), label)
+        loss.backward()
+        optimizer.step()
+        _ = loss.item()  # the task statement reads the loss back every step
+        if step >= warmup:
+            images += label.size(0)
+    return images / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, default=8, help="timed batches for (a) and (b)")
+    parser.add_argument("--seed-batches", type=int, default=3, help="timed batches for (c)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed batches before each measurement"
+    )
+    parser.add_argument("--batch-size", type=int, default=128, help="batch size of (a) and (b)")
+    parser.add_argument("--width", type=int, default=64, help="ResNet-18 width of (a) and (b)")
+    parser.add_argument(
+        "--no-channels-last", action="store_true", help="(a) and (b) in NCHW layout"
+    )
+    parser.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        help="mixed precision in (a) and (b) (default: on CUDA only, as in the presets)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="CIFAR-10 folder (default: $COURSE_DATA_DIR or data/)"
+    )
+    parser.add_argument("--device", help="cpu or cuda (default: the fastest available)")
+    args = parser.parse_args()
+
+    device = get_device(args.device)
+    cfg = TrainConfig(
+        width=args.width,
+        batch_size=args.batch_size,
+        channels_last=not args.no_channels_last,
+        amp=device.type == "cuda" if args.amp is None else args.amp,
+        num_workers=0,
+        label_smoothing=0.1,
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
+    print(f"load average before: {os.getloadavg()[0]:.2f} (timings are noisy on a busy machine)")
+    set_seed(0)
+    splits = cifar10_splits(args.data_dir)
+
+    layout = ("channels_last" if cfg.channels_last else "NCHW") + (" amp" if cfg.amp else "")
+    a = bare_step(cfg, device, args.batches, args.warmup)
+    print(f"(a) bare step, ResNet-18 w{cfg.width} 32x32 b{cfg.batch_size} {layout}: {a:8.1f} img/s")
+    b = course_loop(cfg, splits, device, args.batches, args.warmup)
+    print(f"(b) course loop: train_one_epoch, real data, augmentation: {b:8.1f} img/s")
+    c = seed_pipeline(splits.train, device, args.seed_batches, args.warmup)
+    print(f"(c) task statement: PIL, Resize 227, 7x7 stem, b{SEED_BATCH}:    {c:8.1f} img/s")
+    print(f"b/a = {b / a:.2f} (target >= 0.9)    b/c = {b / c:.1f} (target >= 4)")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,969 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Training with early stopping
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/resnet18-cifar10-course/resnet18-cifar10/blob/main/notebooks/05_training.ipynb)
+#
+# Notebook 04 built ResNet-18; its weights are still random. This notebook trains it. Training
+# means choosing a loss to minimise, an optimizer that takes the steps and a schedule for the step
+# size, then running the loop that goes over the data again and again. The validation set
+# decides when to stop and which weights to keep. Along the way we meet the mistakes that show up
+# again and again in training scripts, and see each one happen in a plot or a number.
+#
+# **Learning objectives.** After this notebook you can
+# - explain cross-entropy and label smoothing, SGD with Nesterov momentum and weight decay versus
+#   Adam, and the common learning-rate schedules, including *when* each scheduler must be stepped;
+# - read and write the training loop (zero_grad, forward, loss, backward, step), and explain why
+#   evaluation needs `model.eval()`;
+# - stop training early on the *validation* set, and keep a best and a last checkpoint;
+# - read learning curves: loss, accuracy, learning rate and the train-validation gap;
+# - resume an interrupted run exactly, and recognise a diverged run and a checkpoint that does not
+#   fit the model.
+#
+# **Course map:** previous: [04 · ResNet-18](04_resnet18.ipynb). Next:
+# [06 · Evaluation, confusion & t-SNE](06_evaluation.ipynb), which evaluates the checkpoint this
+# notebook saves.
+
+# %%
+# Setup: on Google Colab, install the course's helper package; elsewhere this does nothing.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    REPO = "https://github.com/resnet18-cifar10-course/resnet18-cifar10"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
+    )
+
+# %%
+import copy
+import inspect
+import itertools
+import math
+import tempfile
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+from torch import nn
+
+from course_utils.cli import build_loaders
+from course_utils.config import get_device, is_smoke, runs_dir, set_seed
+from course_utils.data import (
+    CIFAR10Dataset,
+    Splits,
+    cifar10_splits,
+    compute_mean_std,
+    make_loader,
+    stratified_subset,
+    test_transform,
+)
+from course_utils.exercises import check_exercise
+from course_utils.plotting import plot_history
+from course_utils.training import (
+    HISTORY_COLUMNS,
+    PRESETS,
+    TIMING_COLUMNS,
+    ArchitectureMismatchError,
+    EarlyStopping,
+    NonFiniteLossError,
+    TrainConfig,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    evaluate,
+    fit,
+    load_checkpoint,
+    smoke_config,
+    train_one_epoch,
+)
+
+device = get_device()
+print(f"Device: {device}; smoke mode: {is_smoke()}")
+
+# %% [markdown]
+# The data, as in notebook 02: 45,000 training and 5,000 validation images split off the official
+# training set, and the 10,000 test images, which this notebook never looks at. The normalization
+# statistics are computed from the training images (notebook 01) and later stored in every
+# checkpoint, so that the model can be used on new images without this notebook.
+
+# %%
+splits = cifar10_splits(download=True)  # smoke mode: 1,000 / 200 / 500 images
+mean, std = compute_mean_std(splits.train.images)  # exact, from the training images only
+print({part: len(getattr(splits, part)) for part in ("train", "val", "test")})
+print("mean", np.round(mean, 4), "std", np.round(std, 4))
+
+# %% [markdown]
+# ## 1. The loss: cross-entropy, and label smoothing
+#
+# The network outputs ten numbers per image, the **logits**. Softmax turns them into probabilities
+# $p_1, \dots, p_{10}$ that sum to one, and **cross-entropy** is minus the log of the probability
+# given to the true class, $-\log p_y$, averaged over the batch. It is 0 for a certain and correct
+# prediction, $\log 10 \approx 2.30$ for a uniform guess, and large for a confident wrong answer.
+# `nn.CrossEntropyLoss` takes the raw logits and does the softmax itself, in a numerically stable
+# way: do not put a softmax layer at the end of the network.
+#
+# Cross-entropy is never quite satisfied: $-\log p_y$ keeps shrinking as $p_y \to 1$, so the
+# network keeps pushing the true logit further above the others on images it already gets right.
+# **Label smoothing** (Szegedy et al., 2016) trains towards a softened target instead: the true
+# class gets $1 - \varepsilon + \varepsilon/K$ and every other class $\varepsilon/K$ (with $K = 10$
+# classes and typically $\varepsilon = 0.1$). The loss becomes
+#
+# $$\text{loss} = (1 - \varepsilon)\,(-\log p_y)
+#   + \varepsilon \cdot \tfrac{1}{K}\textstyle\sum_k (-\log p_k),$$
+#
+# which is smallest at $p_y = 0.91$, not at 1: the network is discouraged from becoming
+# overconfident, a mild regularizer that usually gains a few tenths of a percent on CIFAR-10. Both
+# course presets use $\varepsilon = 0.1$. One side effect: the smoothed training loss cannot go
+# below the entropy of the smoothed target (about 0.50), so for validation `fit` reports plain
+# cross-entropy, comparable between runs with and without smoothing.
+#
+# First a check that the formulas above are what PyTorch computes:
+
+# %%
+torch.manual_seed(0)
+logits = 3 * torch.randn(8, 10)  # 8 images, 10 classes
+labels = torch.randint(0, 10, (8,))
+log_probs = torch.log_softmax(logits, dim=1)  # (8, 10): log p_k for every image and class
+eps = 0.1
+plain = -log_probs[torch.arange(8), labels].mean()  # -log p_y, averaged over the batch
+smoothed = (1 - eps) * plain + eps * (-log_probs.mean(dim=1)).mean()
+print(f"cross-entropy {plain:.4f}; with label smoothing {smoothed:.4f}")
+
+# Sanity check: the formulas agree with nn.CrossEntropyLoss.
+assert torch.allclose(plain, nn.CrossEntropyLoss()(logits, labels))
+assert torch.allclose(smoothed, nn.CrossEntropyLoss(label_smoothing=eps)(logits, labels))
+
+# %% [markdown]
+# And how the two losses treat one image as the network grows more confident. We raise the true
+# class's logit $z$ while the other nine stay at 0, so that $p_y = e^z / (e^z + 9)$:
+
+# %%
+z = torch.linspace(-3, 12, 601)
+curve_logits = torch.zeros(len(z), 10)  # (601, 10)
+curve_logits[:, 0] = z  # the true class is class 0
+target = torch.zeros(len(z), dtype=torch.int64)
+p_true = torch.softmax(curve_logits, dim=1)[:, 0]
+loss_plain = nn.CrossEntropyLoss(reduction="none")(curve_logits, target)
+loss_smooth = nn.CrossEntropyLoss(reduction="none", label_smoothing=eps)(curve_logits, target)
+
+best = loss_smooth.argmin()
+fig, ax = plt.subplots(figsize=(7, 3.5))
+ax.plot(p_true, loss_plain, label="cross-entropy")
+ax.plot(p_true, loss_smooth, label=f"label smoothing, ε = {eps}")
+ax.plot(p_true[best], loss_smooth[best], "o", color="tab:orange")
+ax.annotate(f"minimum at p = {p_true[best]:.2f}", (p_true[best], loss_smooth[best]),
+            xytext=(-150, 25), textcoords="offset points", arrowprops={"arrowstyle": "->"})
+ax.set(xlabel="probability given to the true class", ylabel="loss", ylim=(0, 3))
+ax.legend()
+plt.show()
+
+# %%
+# Sanity check: the smoothed loss is smallest where p_y equals the smoothed target 1 - eps + eps/K,
+# and its minimum is that target's entropy.
+soft_target = torch.full((10,), eps / 10)
+soft_target[0] += 1 - eps
+entropy = -(soft_target * soft_target.log()).sum()
+print(f"best p_y {p_true[best]:.3f}; lowest smoothed loss {loss_smooth[best]:.3f}; "
+      f"entropy of the target {entropy:.3f}")
+assert abs(p_true[best] - (1 - eps + eps / 10)) < 0.01
+assert abs(loss_smooth[best] - entropy) < 1e-3
+
+# %% [markdown]
+# ## 2. The optimizer: SGD with Nesterov momentum, or Adam
+#
+# Each step moves every weight a little against its gradient. How:
+#
+# - **SGD with momentum** keeps a running direction $v \leftarrow \mu v + g$ (momentum
+#   $\mu = 0.9$: about the last ten gradients) and steps along it, $w \leftarrow w - \eta\, v$.
+#   The noise of single batches averages out, and progress along consistent directions speeds up.
+#   **Nesterov** momentum evaluates the step as if the momentum had already been applied, a small
+#   look-ahead that often makes it a little more stable.
+# - **Weight decay** adds $\lambda w$ to every gradient ($\lambda = 5 \times 10^{-4}$ in the usual
+#   ResNet recipe), pulling weights towards zero: a regularizer, and with BatchNorm it also keeps
+#   the effective step size from shrinking as the weights grow.
+# - **Adam** gives every weight its own step size from running averages of its gradient and of
+#   the gradient's square. It needs little tuning (the task statement uses `lr=0.001` with no
+#   schedule) and is the default for many models. For ResNets on CIFAR-10, SGD with momentum and
+#   a good schedule usually reaches a somewhat higher test accuracy, which is why the original
+#   paper and the course presets use it. (With Adam, `weight_decay` is folded into the adaptive
+#   step and acts differently; `torch.optim.AdamW` decouples it, if you try Adam seriously.)
+#
+# `build_optimizer` reads these choices from a `TrainConfig`:
+
+# %%
+net = build_model(TrainConfig(width=8))
+optimizers = {
+    "SGD + Nesterov (course default)": build_optimizer(net, TrainConfig()),
+    "Adam (the task statement's choice)": build_optimizer(
+        net, TrainConfig(optimizer="adam", lr=1e-3)
+    ),
+}
+pd.DataFrame({
+    name: {k: v for k, v in opt.param_groups[0].items()
+           if k in ("lr", "momentum", "nesterov", "weight_decay", "betas")}
+    for name, opt in optimizers.items()
+}).T
+
+# %% [markdown]
+# ## 3. Learning-rate schedules, and when to step them
+#
+# A large learning rate makes fast progress but cannot settle into a minimum; a small one settles
+# but crawls. Schedules start large and end small:
+#
+# - **one-cycle** (Smith & Topin, 2019): warm up from a small lr to the peak over the first 25% of
+#   the steps, then anneal along a cosine to almost zero. It counts **batches**: step it after
+#   every optimizer step. The course presets use it; it trains fast in a few epochs.
+# - **cosine**: from the initial lr to `min_lr` along half a cosine. It counts **epochs**.
+# - **multistep**: multiply the lr by `gamma` (0.1) after the listed epochs ("milestones"), the
+#   original ResNet recipe. Counts epochs.
+# - **step**: multiply by `gamma` every `step_size` epochs. Counts epochs.
+#
+# A scheduler does not know what its steps mean: it counts calls to `scheduler.step()`. Step a
+# per-epoch scheduler after every batch and it runs through its whole schedule hundreds of times
+# too fast. `build_scheduler` therefore returns the scheduler *and* a flag, `per_batch`, saying
+# when to step it, and `fit` obeys the flag.
+#
+# To see the schedules we replay a fake run, without any training: 30 epochs of 100 batches, and
+# at every batch we record the learning rate the optimizer would use.
+
+# %%
+STEPS_PER_EPOCH = 100  # a real run at batch 128 has 351 batches per epoch; the shapes are the same
+
+
+def lr_curve(cfg: TrainConfig, step_every_batch: bool | None = None) -> np.ndarray:
+    """The lr used at each batch of a run with `cfg`'s schedule; nothing is trained.
+
+    The scheduler is stepped as `build_scheduler` says (per batch or per epoch), unless
+    `step_every_batch` overrides that, to reproduce the classic bug.
+    """
+    stand_in = torch.zeros(1, requires_grad=True)  # one dummy parameter: only the lr matters here
+    opt = torch.optim.SGD([stand_in], lr=cfg.lr)
+    scheduler, per_batch = build_scheduler(opt, cfg, STEPS_PER_EPOCH)
+    if step_every_batch is not None:
+        per_batch = step_every_batch
+    lrs = []
+    for _epoch in range(cfg.epochs):
+        for _batch in range(STEPS_PER_EPOCH):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()  # no gradient, so nothing changes; schedulers expect a step before theirs
+            if scheduler is not None and per_batch:
+                scheduler.step()
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+    return np.array(lrs)
+
+
+fake_run = TrainConfig(epochs=30, lr=0.1)
+schedules = {
+    "one-cycle (per batch)": replace(fake_run, schedule="onecycle"),
+    "cosine (per epoch)": replace(fake_run, schedule="cosine"),
+    "multistep at 15 and 25 (per epoch)": replace(
+        fake_run, schedule="multistep", milestones=(15, 25)
+    ),
+    "step every 10 epochs (per epoch)": replace(fake_run, schedule="step", step_size=10),
+    "constant": replace(fake_run, schedule="none"),
+}
+epoch_axis = np.arange(fake_run.epochs * STEPS_PER_EPOCH) / STEPS_PER_EPOCH
+fig, ax = plt.subplots(figsize=(8, 3.8))
+for name, cfg_s in schedules.items():
+    ax.plot(epoch_axis, lr_curve(cfg_s), label=name)
+ax.set(xlabel="epoch", ylabel="learning rate", title="Five schedules over the same 30-epoch run")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ### Two bugs that fail silently
+#
+# Both come from widely read tutorials, and neither raises an error; the lr curve shows them at a
+# glance.
+#
+# 1. **Milestones beyond the end of the run.** A recipe written for 100 epochs uses
+#    `MultiStepLR(milestones=[60, 80])`. Copied into a shorter run, the decays never happen, and
+#    the whole run trains at the initial lr. (`build_scheduler` warns about it; PyTorch does not.)
+# 2. **A per-epoch scheduler stepped per batch.** `StepLR(step_size=7, gamma=0.1)` is meant to
+#    divide the lr by 10 every 7 *epochs*. Call `scheduler.step()` inside the batch loop and it
+#    divides every 7 *batches*: after one epoch of 100 batches the lr has fallen by a factor of
+#    $10^{14}$ and training has stopped moving.
+
+# %%
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    late_milestones = lr_curve(replace(fake_run, schedule="multistep", milestones=(60, 80)))
+for warning in caught:
+    print("build_scheduler warns:", warning.message)
+good_milestones = lr_curve(replace(fake_run, schedule="multistep", milestones=(15, 25)))
+
+step7 = replace(fake_run, schedule="step", step_size=7)
+step_per_epoch = lr_curve(step7)
+step_per_batch = lr_curve(step7, step_every_batch=True)  # the bug
+
+FLOOR = 1e-20  # a log scale cannot show the zeros the bug underflows to
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+left.plot(epoch_axis, good_milestones, label="milestones 15, 25")
+left.plot(epoch_axis, late_milestones, "--", label="milestones 60, 80 (never reached)")
+left.set(xlabel="epoch", ylabel="learning rate", title="MultiStepLR in a 30-epoch run")
+left.legend(fontsize=8)
+right.semilogy(epoch_axis, np.maximum(step_per_epoch, FLOOR), label="stepped once per epoch")
+right.semilogy(epoch_axis, np.maximum(step_per_batch, FLOOR), "--",
+               label="stepped every batch (bug)")
+right.set(xlabel="epoch", ylabel="learning rate (log scale)", ylim=(FLOOR / 10, 1),
+          title="StepLR(step_size=7, gamma=0.1)")
+right.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %%
+# Sanity check: late milestones leave the lr constant (and are warned about); stepping StepLR
+# per batch reaches after 7 batches the lr that should come after 7 epochs, and then vanishes.
+assert (late_milestones == fake_run.lr).all()
+assert any("never decays" in str(w.message) for w in caught)
+assert math.isclose(step_per_batch[7], 0.01)
+assert math.isclose(step_per_epoch[7 * STEPS_PER_EPOCH], 0.01)
+assert step_per_batch[STEPS_PER_EPOCH] < 1e-14 and step_per_epoch[STEPS_PER_EPOCH] == fake_run.lr
+
+# %% [markdown]
+# ## 4. The training loop
+#
+# Here is the course's loop, `train_one_epoch`, exactly as it is in `course_utils/training.py`.
+# Read it top to bottom; the five lines that do the learning are `zero_grad`, the forward pass,
+# the loss, `backward` and `step`.
+
+# %%
+display(Markdown(f"```python\n{inspect.getsource(train_one_epoch)}\n```"))
+
+# %% [markdown]
+# Things to notice:
+#
+# - `model.train()` first: BatchNorm normalizes with the statistics of the current batch and
+#   updates its running averages (section 9 shows why that matters).
+# - `optimizer.zero_grad()` before each backward pass: PyTorch *adds* new gradients to old ones,
+#   so without it every step would use the sum of all gradients so far.
+# - The loss is the mean over the batch; to get the mean over the epoch it is weighted by the batch
+#   size, because the last batch may be smaller. Dividing a sum of batch means by the number of
+#   batches (as the task statement's loop does) is slightly off.
+# - Nothing is printed per batch. Printing the loss every batch (as some tutorials do) floods the
+#   output with thousands of lines, and each `.item()` makes the CPU wait for the GPU. The sums
+#   stay on the device and are read once per epoch; a progress bar shows that the loop is alive.
+# - The optional parts (mixed precision with a gradient scaler, a per-batch scheduler, the check
+#   for a non-finite loss every 50 batches) are covered later in this notebook or in the docstring.
+#
+# And `evaluate`, which measures loss and accuracy on the validation set:
+
+# %%
+display(Markdown(f"```python\n{inspect.getsource(evaluate)}\n```"))
+
+# %% [markdown]
+# `model.eval()` switches BatchNorm to its running statistics (and Dropout off, for models that
+# have it), and `torch.inference_mode()` stops PyTorch from recording the operations for a
+# backward pass that will never come, which saves memory and time. The task statement's
+# `evaluate()` uses `torch.no_grad()` but never calls `model.eval()`; section 9 measures what that
+# costs.
+#
+# ### Exercise 1: write the epoch loop
+#
+# Write `my_train_one_epoch(model, loader, criterion, optimizer, device)`: one pass over `loader`
+# that trains `model` and returns `(mean loss per image, accuracy)`, both plain floats. No mixed
+# precision, no scheduler, no progress bar: just the loop.
+#
+# The check trains two identical copies of a small network (a width-4 ResNet-18) on the same three
+# fixed batches of real images, one with your function and one with `train_one_epoch`, and
+# compares the losses, accuracies and the resulting weights and BatchNorm statistics. The batches
+# have 16, 16 and 8 images, so a loss averaged per batch instead of per image shows up, and the
+# network starts in evaluation mode, so a missing `model.train()` shows up too.
+
+# %%
+set_seed(0)
+tiny_model = build_model(TrainConfig(width=4)).eval()  # left in eval mode on purpose
+some_40 = splits.train.subset(np.random.default_rng(0).choice(len(splits.train), 40, replace=False))
+loader_40 = make_loader(CIFAR10Dataset(some_40, test_transform(mean, std)), batch_size=40,
+                        num_workers=0)
+images_40, labels_40 = next(iter(loader_40))  # 40 random training images, not augmented
+fixed_batches = [(images_40[a:b], labels_40[a:b]) for a, b in ((0, 16), (16, 32), (32, 40))]
+
+
+def one_epoch_from_scratch(epoch_fn) -> tuple[float, float, torch.Tensor]:
+    """Train a fresh copy of `tiny_model` for one epoch over `fixed_batches` with `epoch_fn`.
+
+    Returns the epoch's mean loss and accuracy, and every weight and BatchNorm statistic
+    afterwards, flattened into one vector.
+    """
+    net = copy.deepcopy(tiny_model)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    stats = epoch_fn(net, fixed_batches, nn.CrossEntropyLoss(), opt, "cpu")
+    loss, accuracy = float(stats[0]), float(stats[1])
+    state = torch.cat([v.detach().flatten().float() for v in net.state_dict().values()])
+    return loss, accuracy, state
+
+
+# %%
+def my_train_one_epoch(model, loader, criterion, optimizer, device):
+    """One training pass over `loader`; returns (mean loss per image, accuracy in [0, 1])."""
+    # Hint: start with model.train(); per batch: move to device, zero_grad, forward, loss,
+    # backward, step; add up loss * batch size, correct predictions and images seen.
+    ### BEGIN SOLUTION
+    model.train()  # BatchNorm: normalize with batch statistics and update the running ones
+    total_loss, total_correct, total_seen = 0.0, 0, 0
+    for batch_images, batch_labels in loader:
+        batch_images, batch_labels = batch_images.to(device), batch_labels.to(device)
+        optimizer.zero_grad()  # clear the gradients of the previous step
+        scores = model(batch_images)  # (B, 10) logits
+        batch_loss = criterion(scores, batch_labels)  # the mean over this batch
+        batch_loss.backward()  # gradients of the batch loss with respect to every weight
+        optimizer.step()  # move the weights against their gradients
+        total_loss += batch_loss.item() * len(batch_labels)  # weighted: batches may differ in size
+        total_correct += (scores.argmax(dim=1) == batch_labels).sum().item()
+        total_seen += len(batch_labels)
+    return total_loss / total_seen, total_correct / total_seen
+    ### END SOLUTION
+
+
+one_epoch_from_scratch(my_train_one_epoch)[:2]  # (mean loss, accuracy) on the three fixed batches
+
+# %%
+exercise_1 = check_exercise(
+    "training loop",
+    student=lambda: one_epoch_from_scratch(my_train_one_epoch),
+    reference=lambda: one_epoch_from_scratch(train_one_epoch),
+    hint="model.train() first; loss * len(labels) summed over batches, divided by the images seen; "
+    "zero_grad before backward, step after it.",
+)
+print(f"mean loss {exercise_1[0]:.4f}, accuracy {exercise_1[1]:.3f} after one epoch of 40 images")
+
+# %% [markdown]
+# ## 5. Early stopping, on the validation set
+#
+# After every epoch we measure the validation accuracy. Once it stops improving, more epochs mostly
+# fit the training images more closely without helping on new ones (or, with a constant learning
+# rate, just waste time). **Early stopping** ends the run when the validation metric has not
+# improved for `patience` epochs in a row; the **best checkpoint** keeps the weights of the best
+# epoch, so stopping a few epochs late costs nothing.
+#
+# What counts as an improvement: beating the best value so far by more than `min_delta`. With
+# 5,000 validation images, one more correct image is +0.02 percentage points; a small `min_delta`
+# such as 0.001 (0.1 points, 5 images) keeps changes of a handful of images from resetting the
+# count. Compare with the **best** value, not with the previous epoch: otherwise a slow creep of
+# small gains is never recognised as progress, while a dip followed by a recovery to the old level
+# wrongly is.
+#
+# Here `EarlyStopping` watches a scripted sequence with `patience=3` and `min_delta=0.005`:
+
+# %%
+scripted = [0.42, 0.55, 0.61, 0.60, 0.635, 0.63, 0.634, 0.62, 0.643]
+stopper = EarlyStopping(patience=3, min_delta=0.005, mode="max")
+rows = []
+for epoch, value in enumerate(scripted, start=1):
+    improved = stopper.step(value)
+    rows.append({"epoch": epoch, "val_acc": value, "improved": improved,
+                 "best so far": stopper.best, "epochs without improvement": stopper.wait,
+                 "stop": stopper.should_stop})
+    if stopper.should_stop:
+        break
+pd.DataFrame(rows).set_index("epoch")
+
+# %%
+# Sanity check: the best epoch is 5 (0.634 at epoch 7 is not 0.005 better than 0.635), and three
+# epochs without improvement (6, 7, 8) stop the run after epoch 8.
+assert stopper.best_epoch == 5 and stopper.best == 0.635
+assert stopper.should_stop and stopper.epochs == 8
+
+# %% [markdown]
+# The 0.643 of epoch 9 is never seen: that is the price of patience, and why patience should be
+# generous when each epoch is cheap. The task statement's loop stops when `counter > patience`,
+# one epoch later than its `patience` says; and it watches the *test* accuracy, the subject of
+# section 6.
+#
+# ### Exercise 2: the stopping rule
+#
+# Write `my_should_stop(history, patience, min_delta=0.0)`: given the validation accuracies of the
+# epochs so far (higher is better), return `True` if training should stop after the last one,
+# that is, if the last `patience` or more epochs brought no improvement of more than `min_delta`
+# over the best value before them. The check compares your decisions with `EarlyStopping`'s after
+# every epoch of four scripted runs.
+
+# %%
+def my_should_stop(history: list[float], patience: int, min_delta: float = 0.0) -> bool:
+    """Whether to stop after the last epoch of `history` (validation accuracies; higher is
+    better)."""
+    # Hint: walk through the history keeping the best value and a count of epochs since it.
+    ### BEGIN SOLUTION
+    best_value, since_best = None, 0
+    for value in history:
+        if best_value is None or value > best_value + min_delta:  # a real improvement
+            best_value, since_best = value, 0
+        else:
+            since_best += 1
+    return since_best >= patience
+    ### END SOLUTION
+
+
+my_should_stop([0.50, 0.62, 0.61, 0.62], patience=2)  # two epochs without beating 0.62: True
+
+# %%
+SCRIPTED_RUNS = {  # name: (validation accuracy per epoch, patience, min_delta)
+    "steady progress": ([0.30, 0.45, 0.55, 0.61, 0.66, 0.70], 2, 0.0),
+    "plateau": ([0.40, 0.52, 0.58, 0.58, 0.57, 0.58, 0.59, 0.60], 3, 0.0),
+    "gains below min_delta": ([0.50, 0.55, 0.553, 0.556, 0.558, 0.559], 3, 0.01),
+    "slow creep past min_delta": ([0.500, 0.505, 0.509, 0.513, 0.516, 0.519, 0.520], 3, 0.01),
+}
+
+
+def stop_decisions(rule) -> dict[str, list[bool]]:
+    """For every scripted run: the rule's stop decision after each epoch."""
+    return {
+        name: [bool(rule(values[:n], patience, min_delta)) for n in range(1, len(values) + 1)]
+        for name, (values, patience, min_delta) in SCRIPTED_RUNS.items()
+    }
+
+
+def early_stopping_decision(history: list[float], patience: int, min_delta: float = 0.0) -> bool:
+    """The same question answered by the course's EarlyStopping."""
+    stopper = EarlyStopping(patience, min_delta, mode="max")
+    for epoch_value in history:
+        stopper.step(epoch_value)
+    return stopper.should_stop
+
+
+decisions = check_exercise(
+    "early stopping rule",
+    student=lambda: stop_decisions(my_should_stop),
+    reference=lambda: stop_decisions(early_stopping_decision),
+    hint="Compare each value with the best so far plus min_delta (not with the previous epoch); "
+    "stop once the epochs since the best reach patience (>=, not >).",
+)
+
+# %%
+fig, axes = plt.subplots(1, len(SCRIPTED_RUNS), figsize=(13, 3), sharey=True)
+for ax, (name, (values, patience, min_delta)) in zip(axes, SCRIPTED_RUNS.items()):
+    epochs = np.arange(1, len(values) + 1)
+    ax.plot(epochs, values, "o-")
+    if any(decisions[name]):
+        stop = decisions[name].index(True) + 1
+        ax.axvline(stop, color="tab:red", ls="--", label=f"stop after epoch {stop}")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set(title=f"{name}\npatience {patience}, min_delta {min_delta}", xlabel="epoch")
+    ax.title.set_fontsize(9)
+axes[0].set_ylabel("validation accuracy")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# In "slow creep", no single epoch gains 0.01, yet epoch 4 is more than 0.01 above the best
+# (epoch 1) and resets the count; a rule that compared with the previous epoch would have stopped
+# there.
+#
+# ## 6. Why the validation set, and never the test set
+#
+# The task statement's `train()`, like many tutorials, keeps the checkpoint with the best
+# *test* accuracy, and stops when the *test* accuracy stops improving. Notebook 02's simulation
+# showed what that does: among 200 classifiers that guess at random, the one with the best test
+# score looked clearly better than chance on that test set, and was exactly at chance on fresh
+# images. Every epoch of a training run is such a candidate; choosing among them by test accuracy
+# makes the reported test accuracy optimistic, and the test set stops being a fair judge.
+#
+# So the roles are:
+# - **training set** (45,000 images): the gradients come from it;
+# - **validation set** (5,000 images held out of the training set): early stopping, the best
+#   checkpoint, and any hyperparameter you tune look at it;
+# - **test set** (10,000 images): looked at once, at the end, with the chosen weights
+#   (notebook 06).
+#
+# `fit` takes a training and a validation loader and nothing else. `build_loaders`, the function the
+# command line uses, also returns a test loader; here it is discarded on purpose.
+#
+# ## 7. A training run
+#
+# The recipe depends on the machine:
+# - a CUDA GPU gets the **`full`** preset: ResNet-18 at full width (64), 30 epochs, batch 512,
+#   one-cycle with a peak lr of 0.4, label smoothing, mixed precision (its notes in
+#   `training.py` expect about 94-95% test accuracy);
+# - a CPU gets the **`cpu`** preset: the same network at width 16 (about 700,000 parameters
+#   instead of 11 million), 5 epochs, batch 128, one-cycle; in full mode this notebook trains only
+#   as many of its epochs as fit in `CPU_BUDGET_MINUTES`;
+# - smoke mode shrinks the `cpu` preset to 2 epochs on 1,000 images, to check that everything runs.
+#
+# We add early stopping (`patience=5`). With one-cycle, whose lr only gets small near the end,
+# the validation accuracy tends to improve until the last epochs, so it rarely triggers; it is a
+# safety net that pays off with constant or step schedules and long runs.
+
+# %%
+CPU_BUDGET_MINUTES = 10  # full mode without a GPU: train as many of the preset's epochs as fit
+run_dir = runs_dir() / "notebook05"  # notebook 06 looks for the best checkpoint here
+
+if is_smoke():
+    preset, cfg = "cpu, shrunk to smoke sizes", smoke_config(PRESETS["cpu"])
+elif device.type == "cuda":
+    preset, cfg = "full", PRESETS["full"]
+else:
+    preset, cfg = "cpu", PRESETS["cpu"]
+cfg = replace(cfg, patience=5, out_dir=str(run_dir))
+# The data above was split with the default validation size and seed, which the presets use too.
+assert cfg.val_size == 5_000 and cfg.seed == 0 and cfg.smoke == is_smoke()
+
+memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+train_loader, val_loader, _ = build_loaders(splits, cfg, mean, std, device)  # _: test, unused
+print(f"preset: {preset}; {len(train_loader)} training batches of {cfg.batch_size} per epoch, "
+      f"{len(val_loader)} validation batches")
+pd.Series(cfg.to_dict(), name="value").to_frame()
+
+# %% [markdown]
+# Before committing to a run, a quick estimate: time a few training steps on a throwaway copy of
+# the network.
+
+# %%
+def seconds_per_image(cfg: TrainConfig, batches: int) -> float:
+    """Training time per image, measured on a few batches with a throwaway model."""
+    trial = build_model(cfg).to(device, memory_format=memory_format)
+    opt = build_optimizer(trial, cfg)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+
+    def run(n: int):
+        return train_one_epoch(trial, itertools.islice(train_loader, n), nn.CrossEntropyLoss(), opt,
+                               device, scaler=scaler, amp=cfg.amp, channels_last=cfg.channels_last)
+
+    run(1)  # warm-up: the first batch allocates memory and picks algorithms
+    timed = run(batches)
+    return timed.seconds / timed.images
+
+
+per_image = seconds_per_image(cfg, batches=1 if is_smoke() else 5)
+# An evaluation step has no backward pass: roughly a third of a training step per image.
+epoch_seconds = per_image * (len(splits.train) + len(splits.val) / 3)
+print(f"about {1 / per_image:,.0f} training images/s: {epoch_seconds / 60:.1f} min per epoch, "
+      f"{cfg.epochs * epoch_seconds / 60:.1f} min for {cfg.epochs} epochs")
+if device.type != "cuda" and not is_smoke():
+    affordable = max(1, min(cfg.epochs, int(CPU_BUDGET_MINUTES * 60 // epoch_seconds)))
+    if affordable < cfg.epochs:
+        print(f"Training {affordable} of the preset's {cfg.epochs} epochs to stay within "
+              f"{CPU_BUDGET_MINUTES} minutes (raise CPU_BUDGET_MINUTES to train longer).")
+        cfg = replace(cfg, epochs=affordable)
+
+# %% [markdown]
+# Now the run. `fit` trains for `cfg.epochs` epochs and after each one: steps a per-epoch schedule,
+# evaluates on the validation set, writes a row of the history, saves `best.pt` when the validation
+# accuracy improved and `last.pt` always, and asks the early stopper whether to go on.
+
+# %%
+set_seed(cfg.seed)
+model = build_model(cfg, num_classes=len(splits.train.classes))
+result = fit(model, train_loader, val_loader, cfg, device,
+             classes=splits.train.classes, mean=mean, std=std)
+print(f"{result.epochs_run} epochs{' (stopped early)' if result.stopped_early else ''}; "
+      f"best: epoch {result.best_epoch}, validation accuracy {result.best_score:.2%}")
+result.history.round(4)
+
+# %% [markdown]
+# ## 8. Learning curves
+#
+# Four panels, one row per epoch of the history: the losses, the accuracies, the learning rate
+# at the start of each epoch, and the **generalization gap**, training minus validation accuracy.
+# The dashed line marks the best epoch.
+
+# %%
+fig = plot_history(result.history, result.best_epoch, save=run_dir / "history.png")
+
+# %% [markdown]
+# How to read them:
+# - **Both losses falling**: still learning; more epochs (or a longer schedule) would help. A short
+#   CPU run usually ends here.
+# - **Validation loss rising while training loss keeps falling**, and the gap panel growing:
+#   overfitting. The best checkpoint keeps the weights from before it set in.
+# - **Validation accuracy above training accuracy** (a negative gap) is normal early on: training
+#   accuracy is measured on augmented images, while the weights were still changing during the
+#   epoch, and validation accuracy on clean images with the weights at the end of the epoch.
+# - **The training loss can sit above the validation loss** with label smoothing: the training
+#   loss includes the smoothing term, which cannot go below about 0.5; the validation loss is
+#   plain cross-entropy.
+# - With one-cycle the big gains come at the end, when the lr becomes small.
+#
+# ## 9. Why `evaluate()` calls `model.eval()`: a measurement
+#
+# In training mode, BatchNorm normalizes each batch with that batch's own mean and variance, and
+# updates its running averages. `torch.no_grad()` changes none of that. So "evaluating" in
+# training mode, as the task statement's `evaluate()` does right after training, has two
+# consequences:
+# - the prediction for an image depends on which other images share its batch (and on the batch
+#   size);
+# - the evaluation changes the model: the running statistics drift towards the validation data.
+#
+# We evaluate the trained network both ways, at two batch sizes, each time on a fresh copy.
+
+# %%
+def evaluate_without_eval_mode(net: nn.Module, loader) -> float:
+    """The mistake: no model.eval(), only torch.no_grad(). Returns the accuracy."""
+    hits, seen = 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            hits += (net(x).argmax(dim=1) == y).sum().item()
+            seen += len(y)
+    return hits / seen
+
+
+def running_stats(net: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every BatchNorm running mean and variance."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items() if "running_" in k}
+
+
+# Up to 100 validation images per class (the images are stored class by class: take a stratified
+# subset, not the first ones).
+demo_val = splits.val.subset(stratified_subset(splits.val.labels, min(100, len(splits.val) // 10)))
+measurements = []
+for batch_size in (200, 8):
+    loader = make_loader(CIFAR10Dataset(demo_val, test_transform(mean, std)), batch_size=batch_size,
+                         num_workers=0)
+    for method in ("evaluate()", "no model.eval()"):
+        net = copy.deepcopy(model).train()  # as the model is right after a training epoch
+        before = running_stats(net)
+        if method == "evaluate()":
+            accuracy = evaluate(net, loader, nn.CrossEntropyLoss(), device).accuracy
+        else:
+            accuracy = evaluate_without_eval_mode(net, loader)
+        after = running_stats(net)
+        measurements.append({
+            "method": method, "batch size": batch_size, "accuracy": accuracy,
+            "BatchNorm statistics changed": any(not torch.equal(before[k], after[k])
+                                                for k in before),
+        })
+measurements = pd.DataFrame(measurements).set_index(["method", "batch size"]).sort_index()
+measurements
+
+# %%
+# Sanity check: evaluate() leaves BatchNorm alone and does not depend on the batch size (up to
+# floating-point rounding: at most one image may flip); the mistaken version changes the model.
+proper = measurements.xs("evaluate()")
+assert not proper["BatchNorm statistics changed"].any()
+assert abs(proper.loc[200, "accuracy"] - proper.loc[8, "accuracy"]) <= 1 / len(demo_val)
+assert measurements.xs("no model.eval()")["BatchNorm statistics changed"].all()
+
+# %% [markdown]
+# The mistaken numbers depend on the batch size, and on a trained network they are usually lower
+# (by a lot at small batch sizes, where each batch's statistics are noisy). Worse, the copy it ran
+# on now has different running statistics: evaluating it "properly" afterwards would give yet
+# another number.
+#
+# ## 10. Best and last checkpoints
+#
+# `fit` keeps two files, for two different jobs:
+# - **`best.pt`**: the weights of the epoch with the best validation accuracy, and what is needed
+#   to use them: the configuration, the architecture, the class names and the normalization
+#   statistics. This is the model you evaluate and ship.
+# - **`last.pt`**: the complete state after the latest epoch: weights, optimizer (its momentum
+#   buffers), scheduler, early stopper, history, the state of every random generator. This is what
+#   you resume from.
+#
+# Both are written atomically (to a temporary file, then renamed), so a crash in the middle of
+# saving never leaves a broken checkpoint behind.
+
+# %%
+best = load_checkpoint(result.best_checkpoint)
+last = load_checkpoint(result.last_checkpoint)
+weights_mb = sum(v.numel() * v.element_size() for v in best["model"].values()) / 1e6
+for name, state, path in (("best.pt", best, result.best_checkpoint),
+                          ("last.pt", last, result.last_checkpoint)):
+    print(f"{name}: epoch {state['epoch']}, {path.stat().st_size / 1e6:.2f} MB\n"
+          f"    keys: {', '.join(state)}")
+print(f"the weights alone: {weights_mb:.2f} MB; last.pt adds the optimizer's momentum buffer "
+      "(one value per weight) and the rest of the training state")
+
+# Sanity check: the best checkpoint is the epoch with the highest validation accuracy (the first
+# such epoch, since a tie is no improvement), and only last.pt carries what resuming needs.
+history = result.history
+assert best["epoch"] == result.best_epoch == int(history["val_acc"].to_numpy().argmax()) + 1
+assert best["score"] == history["val_acc"].max()
+assert last["epoch"] == result.epochs_run
+assert "optimizer" in last and "optimizer" not in best
+assert result.last_checkpoint.stat().st_size > result.best_checkpoint.stat().st_size
+
+# %% [markdown]
+# The file really holds that epoch's weights: rebuilt from its own configuration and evaluated on
+# the validation set, it scores what the history says.
+
+# %%
+rebuilt = build_model(TrainConfig.from_dict(best["config"]))
+load_checkpoint(result.best_checkpoint, rebuilt)
+rebuilt.to(device, memory_format=memory_format)
+rechecked = evaluate(rebuilt, val_loader, nn.CrossEntropyLoss(), device, cfg.amp, cfg.channels_last)
+recorded = history.loc[history["epoch"] == best["epoch"], "val_acc"].item()
+print(f"best.pt on the validation set: {rechecked.accuracy:.2%} (history: {recorded:.2%})")
+assert abs(rechecked.accuracy - recorded) <= 2 / len(splits.val)  # equal, up to GPU float rounding
+
+# %% [markdown]
+# ## 11. Resuming an interrupted run, exactly
+#
+# Colab sessions end, laptops sleep, jobs get preempted. `fit(..., resume="last.pt")` continues
+# where the run stopped. Because `last.pt` holds the complete state, including the random
+# generators that drive augmentation, and the loader reseeds its shuffling each epoch, the
+# continued run is not just similar to an uninterrupted one: it is identical.
+#
+# We check that on a small run (a width-8 network, 200 training and 100 validation images, 3
+# epochs, on the CPU, where the arithmetic is exactly repeatable): once in one go, and once stopped
+# after epoch 2 and resumed, from a different random state, in the role of a new session. (In 12
+# steps the network learns next to nothing; what matters is that the two runs agree to the last
+# digit.)
+
+# %%
+demo_splits = Splits(splits.train.subset(stratified_subset(splits.train.labels, 20)),  # 200
+                     splits.val.subset(stratified_subset(splits.val.labels, 10)),  # 100
+                     splits.test)  # (the test part is not used)
+demo_cfg = TrainConfig(width=8, epochs=3, batch_size=50, eval_batch_size=100, lr=0.05,
+                       label_smoothing=0.1, patience=None, num_workers=0, smoke=True)
+demo_dir = Path(tempfile.mkdtemp(prefix="notebook05-"))
+cpu = torch.device("cpu")
+
+
+def demo_fit(run_cfg: TrainConfig, folder: str, **kwargs):
+    """fit() on the small demo data, on the CPU, into demo_dir / folder."""
+    train_batches, val_batches, _ = build_loaders(demo_splits, run_cfg, mean, std, cpu)
+    return fit(build_model(run_cfg), train_batches, val_batches, run_cfg, cpu,
+               out_dir=demo_dir / folder, mean=mean, std=std, progress=False, **kwargs)
+
+
+set_seed(0)
+whole = demo_fit(demo_cfg, "uninterrupted")  # epochs 1, 2, 3
+set_seed(0)
+first_part = demo_fit(demo_cfg, "interrupted", stop_after_epoch=2)  # epochs 1, 2: the session ends
+set_seed(1234)  # a new session: other random state and other initial weights, replaced on resume
+resumed = demo_fit(demo_cfg, "interrupted", resume=first_part.last_checkpoint)  # epoch 3
+print(f"first session: {first_part.epochs_run} epochs; after resuming: {resumed.epochs_run} epochs")
+
+same = [c for c in HISTORY_COLUMNS if c not in TIMING_COLUMNS]  # timings differ, nothing else may
+pd.concat({"uninterrupted": whole.history[same], "stopped and resumed": resumed.history[same]},
+          axis=1)
+
+# %%
+# Sanity check: identical histories (except the timing columns) and identical final weights.
+assert resumed.epochs_run == whole.epochs_run == demo_cfg.epochs
+assert whole.history[same].equals(resumed.history[same])
+final_whole = load_checkpoint(whole.last_checkpoint)["model"]
+final_resumed = load_checkpoint(resumed.last_checkpoint)["model"]
+assert all(torch.equal(final_whole[k], final_resumed[k]) for k in final_whole)
+
+# %% [markdown]
+# A resumed run must also keep its configuration: resuming with, say, another learning rate is
+# refused with an error that lists what changed, because the result would be neither the old run
+# nor a new one.
+#
+# ## 12. When training diverges: the non-finite loss guard
+#
+# With a learning rate far too large, weights grow until the loss becomes `inf` or `nan`, and from
+# then on every number is `nan`. A loop that does not check keeps going for hours and overwrites
+# good checkpoints with garbage. `train_one_epoch` checks the training loss every 50 batches and
+# at the end of the epoch, and `fit` checks the validation loss after every epoch. Either way the
+# run stops with a `NonFiniteLossError` that says what to try, and the checkpoints of the last good
+# epoch stay untouched.
+#
+# To make a run blow up in its second epoch, we give it a step schedule with `gamma=1e6`: the lr
+# jumps from 0.05 to 50,000 after epoch 1.
+
+# %%
+exploding = replace(demo_cfg, epochs=3, schedule="step", step_size=1, gamma=1e6)
+set_seed(0)
+try:
+    demo_fit(exploding, "diverged")
+    raise AssertionError("this run was supposed to diverge")
+except NonFiniteLossError as err:
+    print(f"{type(err).__name__}: {err}")
+
+# %%
+survivor = load_checkpoint(demo_dir / "diverged" / "last.pt")
+print(f"last.pt still loads: epoch {survivor['epoch']}, "
+      f"validation accuracy {survivor['history']['val_acc'][-1]:.2%}")
+# Sanity check: the last good checkpoint is epoch 1, with finite weights.
+assert survivor["epoch"] == 1
+assert all(torch.isfinite(v).all() for v in survivor["model"].values() if v.is_floating_point())
+
+# %% [markdown]
+# ## 13. A checkpoint in the wrong network
+#
+# A checkpoint holds weights for one particular architecture. Load it into another (a different
+# width, depth or stem) and PyTorch's own error is a long list of mismatched tensor names and
+# shapes. `load_checkpoint` compares the architecture stored in the file with the model first and
+# says what is wrong:
+
+# %%
+for label, wrong_cfg in {"twice as wide": replace(cfg, width=2 * cfg.width),
+                         "ResNet-34": replace(cfg, depth=34)}.items():
+    try:
+        load_checkpoint(result.best_checkpoint, build_model(wrong_cfg))
+        raise AssertionError("loading into the wrong architecture should fail")
+    except ArchitectureMismatchError as err:
+        print(f"{label}: {err}\n")
+
+# %% [markdown]
+# The fix is the one used in section 10: build the network the checkpoint describes,
+# `build_model(TrainConfig.from_dict(state["config"]))`, then load. Notebook 06 starts that way.
+#
+# The demonstrations' files were written to a temporary folder; the real run is in `run_dir`:
+
+# %%
+print(run_dir)
+sorted(p.name for p in run_dir.iterdir())
+
+# %% [markdown]
+# ## Check your understanding
+#
+# 1. You use `CosineAnnealingLR(optimizer, T_max=30)` for a 30-epoch run and call
+#    `scheduler.step()` inside the batch loop (351 batches per epoch). What does the learning rate
+#    do?
+# 2. A training script reports a validation accuracy that changes when you change the evaluation
+#    batch size. What is the most likely bug, and what else does that bug do to the model?
+# 3. Why does `last.pt` take about twice the space of `best.pt` for SGD with momentum? What
+#    would you lose by resuming from `best.pt`?
+# 4. Early stopping with `patience=5` ends a run at epoch 17. Which epoch's weights does `best.pt`
+#    hold, and which accuracy do you report in the paper?
+#
+# <details><summary>Answers</summary>
+#
+# 1. Cosine annealing has a period of `2 * T_max` steps: stepped per batch, the lr goes from its
+#    peak to zero in 30 batches and back up in the next 30, oscillating about 175 times over the
+#    run instead of decaying once. Step it once per epoch (`Schedule.per_batch` is `False`).
+# 2. The evaluation runs in training mode (no `model.eval()`), so BatchNorm uses each batch's
+#    statistics. It also updates the running statistics with the validation images, so the
+#    "evaluation" changes the model.
+# 3. `last.pt` also holds the optimizer's momentum buffer, one number per weight, plus the
+#    scheduler, early stopping, history and random states. From `best.pt` you could only restart
+#    from those weights with a fresh optimizer and schedule, at an earlier epoch: a different run,
+#    not a continuation.
+# 4. Epoch 12: the run stopped after five epochs without improvement, so the last improvement,
+#    the best epoch, was 17 - 5 = 12. You report the test accuracy of those weights, measured once
+#    (notebook 06), never the best test accuracy over epochs.
+#
+# </details>
+#
+# ## What you learned
+#
+# - Cross-entropy compares the softmax of the logits with the true class; label smoothing makes
+#   its optimum $p_y = 0.91$ instead of 1, discouraging overconfidence.
+# - SGD with Nesterov momentum and weight decay, with a schedule, is the standard ResNet recipe;
+#   Adam is the low-tuning alternative.
+# - A scheduler counts its `step()` calls: one-cycle per batch, cosine/multistep/step per epoch.
+#   Milestones beyond the last epoch and per-epoch schedulers stepped per batch fail silently.
+# - The loop: `model.train()`, then zero_grad, forward, loss, backward, step; evaluation needs
+#   `model.eval()` and `torch.inference_mode()`.
+# - Early stopping and the best checkpoint look at the validation set only; the test set is
+#   measured once, at the end.
+# - `best.pt` is for using the model, `last.pt` for resuming it exactly; divergence and
+#   architecture mismatches stop with clear errors instead of silent garbage.
+#
+# Next: [06 · Evaluation, confusion & t-SNE](06_evaluation.ipynb)

@@ -1,0 +1,151 @@
+"""Tests of course_utils.plotting on the Agg backend (set in conftest.py).
+
+Every figure is returned as a Figure and saved as a PNG; images are un-normalized with the
+statistics that normalized them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+
+from course_utils.data import CIFAR10_CLASSES, CIFAR10Arrays, train_transform
+from course_utils.plotting import (
+    MISTAKE_COLOR,
+    augmentation_grid,
+    class_balance,
+    image_grid,
+    mistakes_gallery,
+    plot_confusion,
+    plot_history,
+    tsne_scatter,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def arrays() -> CIFAR10Arrays:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    return CIFAR10Arrays(images, np.arange(12) % 10)
+
+
+def assert_png(fig: Figure, path: Path) -> None:
+    assert isinstance(fig, Figure)
+    assert path.is_file() and path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_image_grid_undoes_the_normalization(arrays: CIFAR10Arrays, tmp_path: Path):
+    original = (
+        torch.from_numpy(arrays.images[:4]).permute(0, 3, 1, 2).float() / 255
+    )  # (4, 3, 32, 32)
+    normalized = (original - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(
+        1, 3, 1, 1
+    )
+    labels, preds = np.array([0, 1, 2, 3]), np.array([0, 5, 2, 3])
+    fig = image_grid(
+        normalized, labels, preds=preds, mean=MEAN, std=STD, ncols=2, save=tmp_path / "g.png"
+    )
+    assert_png(fig, tmp_path / "g.png")
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    np.testing.assert_allclose(shown, arrays.images[0] / 255, atol=1e-5)
+    titles = [ax.title for ax in fig.axes]
+    assert titles[1].get_color() == MISTAKE_COLOR and "automobile" in titles[1].get_text()
+    assert titles[0].get_color() != MISTAKE_COLOR and titles[0].get_text() == CIFAR10_CLASSES[0]
+    # uint8 images as loaded are shown as they are
+    fig = image_grid(arrays.images[:3], arrays.labels[:3])
+    np.testing.assert_allclose(
+        np.asarray(fig.axes[0].images[0].get_array()), arrays.images[0] / 255
+    )
+
+
+def test_augmentation_grid_leaves_the_global_rng_alone(arrays: CIFAR10Arrays, tmp_path: Path):
+    torch.manual_seed(5)
+    expected_next = torch.rand(1)
+    torch.manual_seed(5)
+    fig = augmentation_grid(
+        arrays,
+        train_transform(MEAN, STD),
+        n=3,
+        n_views=2,
+        mean=MEAN,
+        std=STD,
+        save=tmp_path / "a.png",
+    )
+    assert torch.equal(torch.rand(1), expected_next)
+    assert_png(fig, tmp_path / "a.png")
+    assert len(fig.axes) == 3 * 3
+    np.testing.assert_allclose(np.asarray(fig.axes[0].images[0].get_array()), arrays.images[0])
+
+
+def test_class_balance_counts(arrays: CIFAR10Arrays, tmp_path: Path):
+    fig = class_balance(
+        {"train": arrays.labels, "test": arrays.labels[:5]}, save=tmp_path / "c.png"
+    )
+    assert_png(fig, tmp_path / "c.png")
+    heights = sorted(round(p.get_height()) for p in fig.axes[0].patches if p.get_height() > 0)
+    assert sum(heights) == 12 + 5
+    assert_png(class_balance(arrays.labels, save=tmp_path / "one.png"), tmp_path / "one.png")
+
+
+def test_plot_history_has_four_panels_and_marks_the_best_epoch(tmp_path: Path):
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3],
+            "train_loss": [2.0, 1.5, 1.2],
+            "val_loss": [1.9, 1.6, 1.7],
+            "train_acc": [0.3, 0.5, 0.6],
+            "val_acc": [0.35, 0.5, 0.45],
+            "lr": [0.1, 0.05, 0.01],
+        }
+    )
+    fig = plot_history(history, best_epoch=2, save=tmp_path / "h.png")
+    assert_png(fig, tmp_path / "h.png")
+    assert len(fig.axes) == 4
+    for ax in fig.axes:
+        assert any(list(line.get_xdata()) == [2, 2] for line in ax.lines), ax.get_title()
+    gap = [p.get_height() for p in fig.axes[3].patches]
+    np.testing.assert_allclose(gap, [-5, 0, 15], atol=1e-9)
+
+
+def test_plot_confusion_counts_and_row_normalized(tmp_path: Path):
+    cm = np.array([[5, 1, 0], [2, 2, 0], [0, 0, 0]])
+    fig = plot_confusion(cm, ["x", "y", "z"], save=tmp_path / "cm.png")
+    assert_png(fig, tmp_path / "cm.png")
+    counts, fractions = ([t.get_text() for t in ax.texts] for ax in fig.axes)
+    assert counts[:3] == ["5", "1", "0"]
+    assert fractions[:6] == ["0.83", "0.17", "0.00", "0.50", "0.50", "0.00"]  # an empty row stays 0
+    assert len(plot_confusion(cm, ["x", "y", "z"], normalize="true").axes) == 1
+    with pytest.raises(ValueError):
+        plot_confusion(cm, ["x", "y", "z"], normalize="pred")
+
+
+def test_mistakes_gallery_and_tsne_scatter(arrays: CIFAR10Arrays, tmp_path: Path):
+    mistakes = pd.DataFrame(
+        {"index": [3, 7], "label": [3, 7], "pred": [5, 4], "confidence": [0.9, 0.8]}
+    )
+    fig = mistakes_gallery(arrays.images, mistakes, save=tmp_path / "m.png")
+    assert_png(fig, tmp_path / "m.png")
+    np.testing.assert_allclose(
+        np.asarray(fig.axes[0].images[0].get_array()), arrays.images[3] / 255
+    )
+    assert to_rgba(fig.axes[0].title.get_color()) == to_rgba(MISTAKE_COLOR)
+    assert "dog (90%)" in fig.axes[0].title.get_text()
+
+    rng = np.random.default_rng(0)
+    fig = tsne_scatter(rng.normal(size=(50, 2)), rng.integers(0, 10, 50), save=tmp_path / "t.png")
+    assert_png(fig, tmp_path / "t.png")
