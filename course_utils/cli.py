@@ -184,16 +184,16 @@ def build_loaders(
 ) -> tuple[Any, Any, Any]:
     """Train, validation and test loaders for ``cfg``.
 
-    ``cfg.loader="auto"`` picks, from measurements: on a GPU, the
-    :class:`~course_utils.data.TensorLoader`, which keeps the whole dataset on the device and
-    augments whole batches there, so the GPU never waits for the CPU; on a CPU, a ``DataLoader``
-    over torchvision transforms (``make_loader``), which was faster there (about 7,000 vs 2,500
-    images/s on 2 cores, both far above what the model trains at). Random rotation needs the
-    per-image torchvision path.
+    ``cfg.loader="auto"`` picks the :class:`~course_utils.data.TensorLoader`, which keeps the whole
+    dataset as one uint8 tensor on the device and crops and flips whole batches at once: measured
+    on 2 idle CPU cores it served 75,000 images/s against 10,500 for a ``DataLoader`` transforming
+    one image at a time, and made the whole training loop (width 16) about 10% faster; on a GPU the
+    data never leaves the device. Random rotation needs the per-image torchvision path
+    (``make_loader``), which "auto" then picks.
     """
     kind = cfg.loader
     if kind == "auto":
-        kind = "tensor" if device.type == "cuda" and not cfg.rotation else "torch"
+        kind = "torch" if cfg.rotation else "tensor"
     if kind == "tensor":
         if cfg.rotation:
             raise ValueError(

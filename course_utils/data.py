@@ -57,6 +57,10 @@ OFFICIAL_ARCHIVE = "cifar-10-python.tar.gz"  # what torchvision downloads
 JPEG_ZIP = "cifar10-images.zip"
 JPEG_FOLDERS = ("cifar10-images", "CIFAR-10-images", ".")  # folder layouts looked for, in order
 CACHE_FOLDER = "cache"  # decoded arrays are kept in <data dir>/cache/
+CACHE_VERSION = 2  # bump when the decoded layout changes, so old caches are not reused
+#: The JPEG copy is stored class by class; it is put in a fixed shuffled order (this seed), as the
+#: official release is, so that the first n images are a mix of classes and not all airplanes.
+JPEG_ORDER_SEED = 10
 
 TRAIN_SIZE = 50_000  # images in the official training split
 VAL_SIZE = 5_000  # held out of it for validation (the usual 45,000 / 5,000 split)
@@ -199,7 +203,7 @@ def _cache_path(source: Path, root: Path, split: str) -> Path:
     """Cache file for a decoded split, named after the source's path, size and modification time,
     so that replacing the source invalidates the cache."""
     stat = source.stat()
-    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    key = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|v{CACHE_VERSION}".encode()
     return root / CACHE_FOLDER / f"cifar10-jpeg-{split}-{hashlib.sha1(key).hexdigest()[:12]}.npz"
 
 
@@ -250,11 +254,15 @@ def _decode_jpeg_split(source: Path, split: str) -> CIFAR10Arrays:
     labels = np.array([label for _, label in files], dtype=np.int64)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # Pillow releases the GIL
         images = np.stack(list(pool.map(lambda nb: _decode_image(*nb, where=source), blobs)))
-    return CIFAR10Arrays(images, labels, CIFAR10_CLASSES, f"{source} (JPEG, {split})", "jpeg")
+    order = np.random.default_rng(JPEG_ORDER_SEED).permutation(len(labels))
+    return CIFAR10Arrays(
+        images[order], labels[order], CIFAR10_CLASSES, f"{source} (JPEG, {split})", "jpeg"
+    )
 
 
 def _group_by_class(names: list[str], split: str, where: str, sep: str) -> list[tuple[str, int]]:
-    """``(file name, label)`` for the files of ``split``, sorted by label then name.
+    """``(file name, label)`` for the files of ``split``, sorted by label then name (a fixed order,
+    whatever order the zip or the file system lists them in).
 
     Accepts one leading folder above ``train/`` and ``test/`` (as in a zip of the GitHub repository).
     """

@@ -176,18 +176,17 @@ PRESETS: dict[str, TrainConfig] = {
         amp=True,
         channels_last=True,
     ),
-    # The 2-core CPU recipe: the best accuracy in about 14 minutes. Measured on 2 Xeon cores
-    # (training loop with augmentation, batch 128, channels_last, float32, idle machine):
-    # width 16: 740 images/s, width 24: 330, width 32: 230, width 64: 68. At the same compute,
-    # width 16 for 3 epochs beat width 24 for 2 epochs (74.7% vs 71.6% test accuracy), so the
-    # narrow network (700,000 parameters instead of 11 million) with more epochs wins: 13 epochs
-    # of 61 s plus 3 s of validation each, and about 15 s of loading and testing, make ~14 minutes.
-    # channels_last was 1.2x faster than NCHW here; num_workers=0 because a worker process would
-    # take a core from the two that do the arithmetic. --amp (bfloat16) trained 1.5x faster on
-    # this CPU, which has bfloat16 units (AMX); most laptop CPUs lack them and run it slower.
+    # The 2-core CPU recipe: the best accuracy in under 15 minutes. Measured on 2 Xeon cores, idle
+    # (the training loop with augmentation, batch 128, channels_last, float32): width 16 trains at
+    # about 780 images/s, width 24 at 350, width 32 at 230, width 64 at 67. At equal compute,
+    # width 16 for 3 epochs beat width 24 for 2 (74.7% vs 71.6% test accuracy), so the narrow
+    # network (700,000 parameters instead of 11 million) with more epochs wins. An epoch takes
+    # 60 s (57.5 s of training, 2.5 s of validation); start-up, the test and the figures add 14 s:
+    # 14 epochs make about 14 minutes. channels_last was 1.2x faster than NCHW. --amp (bfloat16)
+    # trained 1.5x faster on this CPU, which has bfloat16 units (AMX); most laptop CPUs lack them.
     "cpu": TrainConfig(
         width=16,
-        epochs=13,
+        epochs=14,
         batch_size=128,
         lr=0.2,
         schedule="onecycle",
@@ -196,7 +195,7 @@ PRESETS: dict[str, TrainConfig] = {
         patience=None,
         amp=False,
         channels_last=True,
-        num_workers=0,
+        num_workers=0,  # (DataLoader path only) a worker process would take one of the 2 cores
     ),
 }
 
@@ -998,3 +997,60 @@ def _check_resumable(path: Path, state: dict[str, Any], cfg: TrainConfig) -> Non
             f"Cannot resume {path} with a different configuration ({details}). Resume with the "
             f"saved configuration (TrainConfig.from_dict(state['config'])), or start a new run."
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# How long will an epoch take here?
+# --------------------------------------------------------------------------------------------------
+
+#: Training images per epoch with the course's 45,000 / 5,000 split.
+TRAIN_IMAGES_PER_EPOCH = 45_000
+
+
+def estimate_epoch_minutes(
+    width: int = 64,
+    batch_size: int = 128,
+    batches: int = 3,
+    device: torch.device | str | None = None,
+) -> float:
+    """Minutes one training epoch of ResNet-18 at ``width`` takes on ``device``, measured.
+
+    Times a few training steps on random images with a throwaway model (after one warm-up step)
+    and scales up to 45,000 images. A rough figure, to decide between a GPU and the ``cpu`` preset.
+
+    Explained in notebook 00 (setup).
+    """
+    from course_utils.config import get_device
+
+    device = get_device() if device is None else torch.device(device)
+    cfg = TrainConfig(width=width, batch_size=batch_size, schedule="none")
+    with torch.random.fork_rng(devices=[]):  # a measurement must not change the random state
+        model = build_model(cfg).to(device, memory_format=torch.channels_last)
+        optimizer = build_optimizer(model, cfg)
+        images = torch.randn(batch_size, 3, 32, 32)
+        labels = torch.randint(0, len(CIFAR10_CLASSES), (batch_size,))
+        criterion = nn.CrossEntropyLoss()
+        train_one_epoch(model, [(images, labels)], criterion, optimizer, device, channels_last=True)
+        timed = train_one_epoch(
+            model, [(images, labels)] * batches, criterion, optimizer, device, channels_last=True
+        )
+    return timed.seconds / timed.images * TRAIN_IMAGES_PER_EPOCH / 60
+
+
+def warn_if_no_gpu(width: int = 64) -> bool:
+    """On a machine without a CUDA GPU, say so, with the measured minutes per epoch.
+
+    Called by every notebook's first cell on Colab, where a CPU-only runtime is an easy mistake.
+
+    Returns:
+        ``True`` if a warning was printed.
+    """
+    if torch.cuda.is_available():
+        return False
+    minutes = estimate_epoch_minutes(width=width, batches=2)
+    print(
+        f"No GPU found: one epoch of ResNet-18 (width {width}) would take about {minutes:.0f} "
+        "minutes here.\nOn Colab choose Runtime > Change runtime type > GPU, then run this cell "
+        "again; without a GPU the course uses its smaller `cpu` preset."
+    )
+    return True

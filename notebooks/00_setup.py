@@ -32,7 +32,8 @@
 # **Course map:** this is the first notebook. Next: [01 · CIFAR-10 & normalization statistics](01_cifar10_statistics.ipynb).
 
 # %%
-# Setup: on Google Colab, install the course's helper package; elsewhere this does nothing.
+# Setup: on Google Colab, install the course's helper package and check for a GPU;
+# elsewhere this does nothing.
 import subprocess
 import sys
 
@@ -41,6 +42,9 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
+    from course_utils.training import warn_if_no_gpu
+
+    warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
 # %% [markdown]
 # ## 1. The libraries and what each is for

@@ -37,7 +37,8 @@
 # Next: [04 · ResNet-18](04_resnet18.ipynb).
 
 # %%
-# Setup: on Google Colab, install the course's helper package; elsewhere this does nothing.
+# Setup: on Google Colab, install the course's helper package and check for a GPU;
+# elsewhere this does nothing.
 import subprocess
 import sys
 
@@ -46,6 +47,9 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
+    from course_utils.training import warn_if_no_gpu
+
+    warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
 # %%
 from course_utils.config import get_device
@@ -587,7 +591,7 @@ assert spread[deep, "plain"] > spread[shallow, "plain"]
 # If depth only helped, the 50-layer plain network would do at least as well as the 10-layer one.
 
 # %%
-steps = 3 if is_smoke() else 50  # smoke mode only checks that the code runs
+steps = 2 if is_smoke() else 50  # smoke mode only checks that the code runs
 
 
 def training_losses(model: nn.Module, steps: int, batch_size: int, lr: float = 0.03) -> list[float]:

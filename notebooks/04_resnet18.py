@@ -38,7 +38,8 @@
 # Next: [05 · Training with early stopping](05_training.ipynb).
 
 # %%
-# Setup: on Google Colab, install the course's helper package; elsewhere this does nothing.
+# Setup: on Google Colab, install the course's helper package and check for a GPU;
+# elsewhere this does nothing.
 import subprocess
 import sys
 
@@ -47,6 +48,9 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
+    from course_utils.training import warn_if_no_gpu
+
+    warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
 # %%
 from course_utils.config import get_device

@@ -40,7 +40,8 @@
 # notebook saves.
 
 # %%
-# Setup: on Google Colab, install the course's helper package; elsewhere this does nothing.
+# Setup: on Google Colab, install the course's helper package and check for a GPU;
+# elsewhere this does nothing.
 import subprocess
 import sys
 
@@ -49,6 +50,9 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
+    from course_utils.training import warn_if_no_gpu
+
+    warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
 # %%
 import copy
@@ -503,8 +507,7 @@ assert stopper.should_stop and stopper.epochs == 8
 
 # %%
 def my_should_stop(history: list[float], patience: int, min_delta: float = 0.0) -> bool:
-    """Whether to stop after the last epoch of `history` (validation accuracies; higher is
-    better)."""
+    """Whether to stop after the last epoch of `history`, a list of validation accuracies."""
     # Hint: walk through the history keeping the best value and a count of epochs since it.
     ### BEGIN SOLUTION
     best_value, since_best = None, 0
@@ -593,15 +596,24 @@ plt.show()
 #
 # ## 7. A training run
 #
-# The recipe depends on the machine:
-# - a CUDA GPU gets the **`full`** preset: ResNet-18 at full width (64), 30 epochs, batch 512,
-#   one-cycle with a peak lr of 0.4, label smoothing, mixed precision (its notes in
-#   `training.py` expect about 94-95% test accuracy);
+# The recipe depends on the machine. The course keeps its recipes in one place, `PRESETS`:
+# - a CUDA GPU gets the **`full`** preset: ResNet-18 at full width (64), a large batch, one-cycle,
+#   label smoothing and mixed precision (the notes beside it in `training.py` expect about 94-95%
+#   test accuracy);
 # - a CPU gets the **`cpu`** preset: the same network at width 16 (about 700,000 parameters
-#   instead of 11 million), 5 epochs, batch 128, one-cycle; in full mode this notebook trains only
-#   as many of its epochs as fit in `CPU_BUDGET_MINUTES`;
-# - smoke mode shrinks the `cpu` preset to 2 epochs on 1,000 images, to check that everything runs.
-#
+#   instead of 11 million) and the same kind of schedule. In full mode this notebook trains only
+#   as many of its epochs as fit in `CPU_BUDGET_MINUTES`; `python -m course_utils train --preset
+#   cpu` runs all of them;
+# - smoke mode shrinks the `cpu` preset to a couple of epochs on 1,000 images, to check that
+#   everything runs.
+
+# %%
+pd.DataFrame({name: recipe.to_dict() for name, recipe in PRESETS.items()}).loc[
+    ["width", "epochs", "batch_size", "optimizer", "lr", "schedule", "label_smoothing",
+     "weight_decay", "amp"]
+]
+
+# %% [markdown]
 # We add early stopping (`patience=5`). With one-cycle, whose lr only gets small near the end,
 # the validation accuracy tends to improve until the last epochs, so it rarely triggers; it is a
 # safety net that pays off with constant or step schedules and long runs.

@@ -57,16 +57,30 @@ def folder_data(tmp_path: Path):
 # --------------------------------------------------------------------------------------------------
 
 
+def _assert_same_examples(data: D.CIFAR10Arrays, images: np.ndarray, labels: np.ndarray) -> None:
+    """The same (image, label) pairs, in whatever order (the JPEG copy is put in a shuffled order)."""
+    assert data.images.shape == images.shape and data.labels.shape == labels.shape
+
+    def canonical(imgs, labs):
+        keys = [labs[i].tobytes() + imgs[i].tobytes() for i in range(len(labs))]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        return imgs[order], labs[order]
+
+    got, want = canonical(data.images, data.labels), canonical(images, labels)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
 @pytest.mark.parametrize("split", D.SPLITS)
 def test_folder_layout_loads_exact_pixels(folder_data, split):
     root, expected = folder_data
     data = D.load_cifar10(split, root)
     images, labels = expected[split]
-    assert data.images.dtype == np.uint8 and data.images.shape == images.shape
-    assert data.labels.dtype == np.int64
-    np.testing.assert_array_equal(data.images, images)
-    np.testing.assert_array_equal(data.labels, labels)
+    assert data.images.dtype == np.uint8 and data.labels.dtype == np.int64
+    _assert_same_examples(data, images, labels)
     assert data.classes == D.CIFAR10_CLASSES
+    assert not np.array_equal(data.labels, labels), "the class-by-class order should be shuffled"
+    np.testing.assert_array_equal(D.load_cifar10(split, root).labels, data.labels)  # a fixed order
 
 
 @pytest.mark.parametrize("prefix", ["", "CIFAR-10-images-master/"])
@@ -76,9 +90,10 @@ def test_zip_layout_matches_folder(folder_data, tmp_path, prefix):
     zip_root.mkdir()
     _zip_folder(root / "cifar10-images", zip_root / D.JPEG_ZIP, prefix)
     for split in D.SPLITS:
-        data = D.load_cifar10(split, zip_root)
-        np.testing.assert_array_equal(data.images, expected[split][0])
-        np.testing.assert_array_equal(data.labels, expected[split][1])
+        from_zip, from_folder = D.load_cifar10(split, zip_root), D.load_cifar10(split, root)
+        _assert_same_examples(from_zip, *expected[split])
+        np.testing.assert_array_equal(from_zip.images, from_folder.images)  # same order too
+        np.testing.assert_array_equal(from_zip.labels, from_folder.labels)
 
 
 def test_jpeg_images_decode_like_pillow(tmp_path):
@@ -91,7 +106,8 @@ def test_jpeg_images_decode_like_pillow(tmp_path):
     data = D.load_cifar10("train", tmp_path)
     for label, name in enumerate(D.CIFAR10_CLASSES):
         reference = np.asarray(Image.open(root / "train" / name / "0000.jpg").convert("RGB"))
-        np.testing.assert_array_equal(data.images[label], reference)
+        (index,) = np.flatnonzero(data.labels == label)
+        np.testing.assert_array_equal(data.images[index], reference)
 
 
 def test_decoded_arrays_are_cached_and_reused(folder_data, monkeypatch):
@@ -118,7 +134,7 @@ def test_unwritable_cache_only_warns(folder_data, monkeypatch):
     monkeypatch.setattr(D.np, "savez", refuse)
     with pytest.warns(UserWarning, match="Could not cache"):
         data = D.load_cifar10("test", root)
-    np.testing.assert_array_equal(data.images, expected["test"][0])
+    _assert_same_examples(data, *expected["test"])
 
 
 def _write_official_batches(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -168,7 +184,7 @@ def test_official_format_through_torchvision(tmp_path, monkeypatch):
 def test_data_dir_from_environment(folder_data, monkeypatch):
     root, expected = folder_data
     monkeypatch.setenv("COURSE_DATA_DIR", str(root))
-    np.testing.assert_array_equal(D.load_cifar10("test").labels, expected["test"][1])
+    _assert_same_examples(D.load_cifar10("test"), *expected["test"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,6 +443,8 @@ def test_real_cifar10_sizes_and_balance(cifar_root):
     assert test.images.shape == (10_000, 32, 32, 3)
     np.testing.assert_array_equal(train.class_counts(), np.full(10, 5_000))
     np.testing.assert_array_equal(test.class_counts(), np.full(10, 1_000))
+    # Mixed order, as in the official release: the first 100 images cover every class.
+    assert len(np.unique(train.labels[:100])) == 10 and len(np.unique(test.labels[:100])) == 10
 
 
 def test_real_cifar10_statistics(cifar_root):

@@ -61,6 +61,7 @@ def test_structure_badge_and_setup_cell(path: Path):
     setup = notebook.cells[1]
     assert setup.cell_type == "code" and "google.colab" in setup.source
     assert REPOSITORY_URL in setup.source, "the setup cell must install from config.REPOSITORY_URL"
+    assert "warn_if_no_gpu()" in setup.source, "on Colab, the setup cell must warn when there is no GPU"
     markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
     assert "What you learned" in markdown and "Check your understanding" in markdown
     # Every URL to the course's own repository is the one in config.py.

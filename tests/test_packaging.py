@@ -48,7 +48,9 @@ def test_import_has_no_side_effects():
     """Importing every module prints nothing and leaves the global RNG untouched."""
     code = (
         "import torch; state = torch.get_rng_state();"
-        "import course_utils, course_utils.config, course_utils.data, course_utils.models;"
+        "import course_utils, course_utils.config, course_utils.data, course_utils.models,"
+        " course_utils.training, course_utils.evaluation, course_utils.plotting, course_utils.cli,"
+        " course_utils.exercises, course_utils.release;"
         "assert torch.equal(state, torch.get_rng_state()), 'import changed the RNG state'"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
