@@ -618,6 +618,9 @@ def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> Path:
             torch.save(state, file)
             file.flush()
             os.fsync(file.fileno())  # the bytes are on disk before the rename makes them visible
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes the file private; give it normal rights
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
