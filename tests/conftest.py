@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 
 from course_utils.config import PROJECT_ROOT, data_dir, data_is_required
 from course_utils.data import JPEG_ZIP, OFFICIAL_FOLDER
@@ -38,3 +39,13 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if data_is_required():
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one thread: tiny models run faster (no threads waiting on each other, which on
+    a busy machine can make them 10x slower), and the results are the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

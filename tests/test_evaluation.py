@@ -22,14 +22,7 @@ from course_utils.evaluation import (
 from course_utils.models import resnet18
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one thread: tiny models run faster (no threads waiting on each other, which on a
-    busy machine can make them 10x slower), and the results are the same."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CLASSES = ("a", "b", "c", "d")

@@ -140,3 +140,11 @@ def test_student_notebook_fails_only_at_placeholders(path: Path, cifar_root, mon
             )
         else:
             assert not errors, f"{path.name} cell {index} failed: {errors[0].ename}: {errors[0].evalue}"
+
+
+def test_readme_maps_every_notebook_with_both_badges():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for path in SOLUTIONS:
+        assert f"]({R.SOLUTION_DIR}/{path.name})" in readme, f"README does not link {path.name}"
+        for folder in (R.SOLUTION_DIR, R.STUDENT_DIR):
+            assert f"({COLAB_URL}/{folder}/{path.name})" in readme, f"README lacks the {folder} badge of {path.name}"
