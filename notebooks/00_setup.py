@@ -20,7 +20,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/resnet18-cifar10-course/resnet18-cifar10/blob/main/notebooks/00_setup.ipynb)
 #
 # Before we touch a single image, we make sure the tools work and that we know what machine we
-# are on: a GPU trains ResNet-18 on CIFAR-10 in well under an hour, a laptop CPU would need days.
+# are on: a GPU trains ResNet-18 on CIFAR-10 in well under an hour, a laptop CPU would need many
+# hours (below, we measure how many).
 #
 # **Learning objectives.** After this notebook you can
 # - say what each library of the course is for, and check which versions you have;
@@ -175,7 +176,7 @@ pd.Series(estimates, name=f"minutes per epoch on {device}").round(2).to_frame()
 # %% [markdown]
 # A CIFAR-10 ResNet-18 reaches about 93-95% test accuracy after 30 to 200 epochs, depending on
 # the learning-rate schedule. Multiply: on a recent GPU that is minutes to an hour; on a laptop CPU
-# it is days. That is why the course has presets, and why the width-16 network exists: it needs
+# it is many hours, or days for the longer schedules. That is why the course has presets, and why the width-16 network exists: it needs
 # about 16 times less computation (the cost of a convolution grows with the product of its input
 # and output channels, and 64/16 = 4 for both) and still learns something real. The measured
 # speed-up is usually smaller than 16, because a small network spends a larger share of its time
@@ -258,9 +259,10 @@ assert not np.array_equal(first[1], other[1]) and not torch.equal(first[2], othe
 # %% [markdown]
 # ## 6. Smoke mode
 #
-# A full run of this course takes hours of GPU time. To check that everything *works*, set the
-# environment variable `COURSE_SMOKE=1`: every notebook then runs the same code on a small real
-# subset of CIFAR-10, for a couple of epochs, with a narrower network. The results are worse, but
+# A full run of this course takes about an hour on a GPU and far longer on a CPU. To check that
+# everything *works*, set the environment variable `COURSE_SMOKE=1`: every notebook then runs the
+# same code on a small real subset of CIFAR-10, for a couple of epochs, with a narrower network.
+# The results are worse, but
 # every line runs. That is how the course tests itself: all notebooks in a few minutes on two CPU
 # cores.
 #
