@@ -2,7 +2,7 @@
 
     python -m course_utils train                   # full preset on a GPU, cpu preset otherwise
     python -m course_utils train --preset cpu --epochs 3 --width 8
-    python -m course_utils train --smoke --out /tmp/run    # about a minute, small real subset
+    python -m course_utils train --smoke --out /tmp/run    # seconds: a small real subset, 2 epochs
     python -m course_utils train --resume runs/cpu-20250101-120000/last.pt
     python -m course_utils presets                 # show the presets
 

@@ -9,7 +9,7 @@ Explained in notebook 06 (evaluation, t-SNE & confusion).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,16 +87,31 @@ def predict(
 
     Explained in notebook 06.
     """
+    logits, labels = _run_in_eval_mode(model, model, loader, device, channels_last)
+    return Predictions(logits, labels)  # logits (N, num_classes)
+
+
+def _run_in_eval_mode(
+    model: nn.Module,
+    function: Callable[[torch.Tensor], torch.Tensor],
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | str,
+    channels_last: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``function(images)`` for every batch, with ``model`` in eval mode and no gradients.
+
+    Returns the outputs stacked as float32 and the labels as int64, NumPy arrays on the CPU.
+    """
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.eval()
-    logits, labels = [], []
+    outputs, labels = [], []
     with torch.inference_mode():
         for images, targets in loader:
             images = images.to(device, non_blocking=True, memory_format=memory_format)
-            logits.append(model(images).float().cpu())  # (B, num_classes)
+            outputs.append(function(images).float().cpu())  # (B, ...)
             labels.append(torch.as_tensor(targets).cpu())
-    return Predictions(torch.cat(logits).numpy(), torch.cat(labels).numpy().astype(np.int64))
+    return torch.cat(outputs).numpy(), torch.cat(labels).numpy().astype(np.int64)
 
 
 def per_class_accuracy(pred: Predictions, classes: Sequence[str] = CIFAR10_CLASSES) -> pd.DataFrame:
@@ -203,16 +218,7 @@ def extract_features(
     """
     if not hasattr(model, "forward_features"):
         raise TypeError(f"{type(model).__name__} has no forward_features(); use a course ResNet")
-    device = torch.device(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model.eval()
-    features, labels = [], []
-    with torch.inference_mode():
-        for images, targets in loader:
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
-            features.append(model.forward_features(images).float().cpu())  # (B, F)
-            labels.append(torch.as_tensor(targets).cpu())
-    return torch.cat(features).numpy(), torch.cat(labels).numpy().astype(np.int64)
+    return _run_in_eval_mode(model, model.forward_features, loader, device, channels_last)
 
 
 def stratified_sample(labels: np.ndarray, n_samples: int, seed: int = DEFAULT_SEED) -> np.ndarray:
