@@ -663,7 +663,10 @@ def load_checkpoint(
             f"No checkpoint at {path}. Check the path, or train first to create it."
         )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A damaged file can look like an unusual pickle protocol; the error below says more.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise CheckpointError(
@@ -675,7 +678,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path} is not a readable checkpoint (corrupt file?): {exc}"
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # a damaged file can fail in any part of the parser
         raise CheckpointError(
             f"{path} is not a readable checkpoint (corrupt or truncated: {exc}). Delete it and use "
             f"another checkpoint (best.pt or last.pt), or train again."

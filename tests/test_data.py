@@ -111,7 +111,7 @@ def test_jpeg_images_decode_like_pillow(tmp_path):
 
 
 def test_decoded_arrays_are_cached_and_reused(folder_data, monkeypatch):
-    root, expected = folder_data
+    root, _ = folder_data
     first = D.load_cifar10("train", root)
     assert list((root / D.CACHE_FOLDER).glob("*.npz")), "first load should write a cache"
 

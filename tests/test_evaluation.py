@@ -21,7 +21,6 @@ from course_utils.evaluation import (
 )
 from course_utils.models import resnet18
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -39,7 +39,7 @@ def test_pair_in_sync(path: Path):
     assert paired.is_file(), f"{path.name} has no paired {paired.name}: run jupytext --sync {path}"
     from_ipynb = jupytext.read(path)
     from_py = jupytext.read(paired)
-    cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
+    cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]
     assert cells(from_ipynb) == cells(from_py), f"run: jupytext --sync {path.relative_to(PROJECT_ROOT)}"
 
 

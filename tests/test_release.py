@@ -40,7 +40,7 @@ def test_region_becomes_indented_placeholder():
 def test_placeholder_raises_not_implemented():
     source, _ = R.strip_solutions(SOLUTION_CELL, "nb, cell 1")
     with pytest.raises(NotImplementedError, match="Exercise"):
-        exec(source, {"sample": None})
+        exec(source, {"sample": None})  # noqa: S102 - the generated placeholder, run on purpose
 
 
 def test_several_regions_and_markdown():

@@ -43,7 +43,6 @@ from course_utils.training import (
     train_one_epoch,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -404,10 +403,14 @@ def test_mismatched_architecture_names_both(tmp_path: Path):
 def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="nothere.pt"):
         load_checkpoint(tmp_path / "nothere.pt")
+    # Random bytes fail in many different places inside the unpickler (bad opcode, empty stack,
+    # end of file, ...); every one of them must come out as the same clear error.
+    generator = np.random.default_rng(0)
     garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(os.urandom(1000))
-    with pytest.raises(CheckpointError, match="garbage.pt"):
-        load_checkpoint(garbage)
+    for _ in range(300):
+        garbage.write_bytes(generator.integers(0, 256, size=1000, dtype=np.uint8).tobytes())
+        with pytest.raises(CheckpointError, match="garbage.pt"):
+            load_checkpoint(garbage)
     good = save_checkpoint(tmp_path / "good.pt", weights=torch.randn(1000))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:2000])
