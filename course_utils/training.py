@@ -667,18 +667,14 @@ def load_checkpoint(
             # A damaged file can look like an unusual pickle protocol; the error below says more.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+    except Exception as exc:  # a damaged file can fail in any part of the parser
+        if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
             raise CheckpointError(
                 f"Refusing to load {path}: it holds pickled Python objects other than tensors and "
                 f"plain values, and loading those can run arbitrary code. Load only checkpoints "
                 f"written by save_checkpoint(); if you trust this file, read it yourself with "
                 f"torch.load(path, weights_only=False)."
             ) from exc
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt file?): {exc}"
-        ) from exc
-    except Exception as exc:  # a damaged file can fail in any part of the parser
         raise CheckpointError(
             f"{path} is not a readable checkpoint (corrupt or truncated: {exc}). Delete it and use "
             f"another checkpoint (best.pt or last.pt), or train again."
