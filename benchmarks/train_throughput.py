@@ -36,11 +36,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from course_utils.cli import build_loaders
-from course_utils.config import get_device, set_seed
-from course_utils.data import CIFAR10Arrays, Splits, cifar10_splits, compute_mean_std
-from course_utils.models import resnet18
-from course_utils.training import TrainConfig, autocast_dtype, build_optimizer, train_one_epoch
+from course_utils.config import autocast_dtype, get_device, set_seed
+from course_utils.data import CIFAR10Arrays, Splits, build_loaders, cifar10_splits, compute_mean_std
+from course_utils.models import resnet18, to_device
+from course_utils.training import TrainConfig, build_optimizer, train_one_epoch
 
 SEED_IMAGE_SIZE = 227  # the task statement's Resize((227, 227)), left over from AlexNet
 SEED_ROTATION = 15  # degrees, the task statement's RandomRotation(15)
@@ -72,15 +71,15 @@ def bare_step(
     cfg: TrainConfig, device: torch.device, batches: int, warmup: int
 ) -> tuple[float, float]:
     """(a) images/s of forward + backward + step on one fixed batch."""
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = resnet18(width=cfg.width).to(device, memory_format=memory_format)
+    model = resnet18(width=cfg.width)
+    memory_format = to_device(model, device, cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     x = torch.randn(cfg.batch_size, 3, 32, 32, device=device).contiguous(
         memory_format=memory_format
     )
     y = torch.randint(0, 10, (cfg.batch_size,), device=device)
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     model.train()
     rate = Rate()
     for step in range(warmup + batches):
@@ -90,13 +89,9 @@ def bare_step(
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=cfg.amp):
             loss = criterion(model(x), y)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        scaler.scale(loss).backward()  # a disabled scaler passes everything through
+        scaler.step(optimizer)
+        scaler.update()
     sync(device)
     return rate.stop(batches * cfg.batch_size)
 
@@ -106,8 +101,7 @@ def course_loop(
 ) -> tuple[float, float]:
     """(b) images/s of train_one_epoch over real data, ``batches`` batches after a warm-up."""
     mean, std = compute_mean_std(splits.train.images)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = resnet18(width=cfg.width).to(device, memory_format=memory_format)
+    model = resnet18(width=cfg.width)  # train_one_epoch moves it, in the layout it chooses
     optimizer = build_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 

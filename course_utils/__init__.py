@@ -2,12 +2,16 @@
 
 One module per concern, each pointing back to the notebook that teaches it:
 
-- ``config``: paths, the smoke switch, seeding, device selection (notebook 00)
+- ``config``: paths, the smoke switch, seeding and random states, device selection (notebook 00)
+- ``machine``: the environment report, a measured epoch time, the no-GPU warning (notebook 00)
 - ``data``: CIFAR-10 loading, statistics, augmentation, DataLoaders (notebooks 01-02)
-- ``models``: residual blocks and the ResNet family (notebooks 03-04)
-- ``training``: the training loop, early stopping, checkpoints (notebook 05)
-- ``evaluation``: predictions, metrics, t-SNE (notebook 06)
+- ``models``: residual blocks, the ResNet family, memory layout (notebooks 03-04)
+- ``training``: the configuration, the training loop, early stopping, ``fit`` (notebook 05)
+- ``checkpoints``: saving atomically, loading safely, architecture checks (notebook 05)
+- ``evaluation``: the evaluation loop, predictions, metrics, t-SNE (notebook 06)
 - ``plotting``: the figures of every notebook
+- ``exercises``: the self-checks after each exercise; ``release``: the student notebooks
+- ``cli``: ``python -m course_utils train``, a whole run from the command line
 
 Importing the package does nothing but define names: no downloads, prints, seeding or device probing.
 """

@@ -2,7 +2,7 @@
 
     python -m course_utils train                   # full preset on a GPU, cpu preset otherwise
     python -m course_utils train --preset cpu --epochs 3 --width 8
-    python -m course_utils train --smoke --out /tmp/run    # seconds: a small real subset, 2 epochs
+    python -m course_utils train --smoke --out /tmp/run    # a small real subset, 2 epochs
     python -m course_utils train --resume runs/cpu-20250101-120000/last.pt
     python -m course_utils presets                 # show the presets
 
@@ -14,7 +14,9 @@ images, evaluates that best checkpoint once on the 10,000 test images, and write
     metrics.json          test accuracy and loss, per-class accuracy, best epoch, timings, config
     figures/*.png         learning curves, confusion matrix, most confident mistakes
 
-Explained in notebook 05 (training) and 06 (evaluation).
+Every field of ``TrainConfig`` is a flag (``--batch-size`` sets ``batch_size``), generated from the
+dataclass with its help text, so the two can never disagree. Invalid values are rejected before
+anything is loaded. Explained in notebook 05 (training) and 06 (evaluation).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,68 +36,90 @@ import numpy as np
 import pandas as pd
 import torch
 
+from course_utils.budget import BudgetError, fit_to_budget
+from course_utils.checkpoints import CheckpointError, load_checkpoint
 from course_utils.config import get_device, is_smoke, runs_dir, set_seed
 from course_utils.data import (
-    CIFAR10Dataset,
+    CIFAR10Arrays,
     DataFormatError,
     DataNotFoundError,
-    Splits,
-    TensorLoader,
+    build_loaders,
     cifar10_splits,
     compute_mean_std,
-    make_loader,
-    test_transform,
-    train_transform,
 )
+from course_utils.evaluation import (
+    Predictions,
+    classification_report,
+    confusion_matrix,
+    most_confident_mistakes,
+    per_class_accuracy,
+    predict,
+)
+from course_utils.models import count_parameters, describe_architecture, model_architecture
 from course_utils.training import (
     PRESETS,
-    CheckpointError,
+    ConfigError,
+    FitResult,
     NonFiniteLossError,
     TrainConfig,
     build_model,
-    describe_architecture,
     fit,
-    load_checkpoint,
-    model_architecture,
     smoke_config,
 )
 
-#: Command-line flags that override one TrainConfig field each: flag -> (field, type, help).
-OVERRIDES: dict[str, tuple[str, Any, str]] = {
-    "--epochs": ("epochs", int, "passes over the training split"),
-    "--batch-size": ("batch_size", int, "training images per step"),
-    "--width": ("width", int, "ResNet base width (64 = the paper's ResNet-18)"),
-    "--depth": ("depth", int, "ResNet depth: 18, 34, 50, 101 or 152"),
-    "--stem": ("stem", str, "'cifar' (3x3) or 'imagenet' (7x7 + max-pool)"),
-    "--lr": ("lr", float, "learning rate (peak lr for onecycle)"),
-    "--optimizer": ("optimizer", str, "'sgd' or 'adam'"),
-    "--momentum": ("momentum", float, "SGD momentum"),
-    "--weight-decay": ("weight_decay", float, "L2 weight decay"),
-    "--schedule": ("schedule", str, "onecycle, cosine, multistep, step or none"),
-    "--warmup": ("warmup", float, "onecycle warm-up fraction of all steps"),
-    "--milestones": (
-        "milestones",
-        lambda s: tuple(int(v) for v in s.split(",")),
-        "multistep epochs, e.g. 15,25",
-    ),
-    "--gamma": ("gamma", float, "multistep/step decay factor"),
-    "--step-size": ("step_size", int, "step: epochs between decays"),
-    "--label-smoothing": ("label_smoothing", float, "label smoothing (0 = plain cross-entropy)"),
-    "--patience": ("patience", int, "early-stopping patience in epochs"),
-    "--min-delta": ("min_delta", float, "smallest improvement that counts"),
-    "--monitor": ("monitor", str, "'val_acc' or 'val_loss'"),
-    "--rotation": ("rotation", float, "random rotation in degrees (uses the DataLoader path)"),
-    "--loader": ("loader", str, "'tensor', 'torch' or 'auto'"),
-    "--num-workers": ("num_workers", int, "DataLoader worker processes"),
-    "--val-size": ("val_size", int, "validation images held out of the training split"),
-    "--seed": ("seed", int, "random seed"),
+#: TrainConfig fields whose flag is not the generated one: ``--smoke`` also shrinks the preset.
+OWN_FLAGS = {"smoke": "--smoke"}
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a :class:`TrainConfig` field: ``batch_size`` -> ``--batch-size``."""
+    return OWN_FLAGS.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def _parse_optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _parse_int_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+#: How a flag's text becomes a field's value, and what ``--help`` shows for it, by the field's type.
+_PARSERS: dict[Any, tuple[Callable[[str], Any], str]] = {
+    int: (int, "N"),
+    float: (float, "X"),
+    str: (str, "NAME"),
+    int | None: (_parse_optional_int, "N|none"),
+    float | None: (_parse_optional_float, "X|none"),
+    tuple[int, ...]: (_parse_int_tuple, "N,N,..."),
 }
-#: On/off switches that override a boolean field: name -> (field, help).
-SWITCHES: dict[str, tuple[str, str]] = {
-    "amp": ("amp", "mixed precision (float16 on CUDA, bfloat16 on the CPU)"),
-    "channels-last": ("channels_last", "NHWC memory layout"),
-    "nesterov": ("nesterov", "Nesterov momentum"),
-}
+
+
+def _add_config_flags(group: argparse._ArgumentGroup) -> None:
+    """One flag per :class:`TrainConfig` field, with the field's help and choices. Its default is
+    ``None``: keep the preset's value."""
+    types = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in OWN_FLAGS:
+            continue
+        flag, kind, text = flag_name(f.name), types[f.name], f.metadata["help"]
+        if kind is bool:  # --amp and --no-amp
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=text)
+            continue
+        parse, metavar = _PARSERS[kind]
+        choices = f.metadata["choices"]
+        group.add_argument(
+            flag,
+            dest=f.name,
+            type=parse,
+            choices=choices,
+            help=text,
+            metavar=None if choices else metavar,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,40 +128,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m course_utils", description=__doc__.split("\n")[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser(
-        "train", help="train ResNet-18 on CIFAR-10 and report on the test set"
-    )
+    train = commands.add_parser("train", help="train ResNet-18 on CIFAR-10, report on the test set")
     train.add_argument(
         "--preset", choices=sorted(PRESETS), help="recipe (default: full on CUDA, cpu otherwise)"
     )
+    smoke_help = next(f for f in dataclasses.fields(TrainConfig) if f.name == "smoke")
     train.add_argument(
-        "--smoke", action="store_true", help="small real subset, 2 epochs (as COURSE_SMOKE=1)"
+        "--smoke", action="store_true", help=f"{smoke_help.metadata['help']} (as COURSE_SMOKE=1)"
     )
     train.add_argument("--out", type=Path, help="run folder (default: runs/<preset>-<date>-<time>)")
-    train.add_argument(
-        "--resume", type=Path, help="continue a run from its last.pt (or its folder)"
-    )
+    train.add_argument("--resume", type=Path, help="continue a run from its last.pt (or folder)")
     train.add_argument(
         "--data-dir", type=Path, help="CIFAR-10 folder (default: $COURSE_DATA_DIR or data/)"
     )
-    train.add_argument("--device", help="cpu, cuda or mps (default: the fastest available)")
+    train.add_argument(
+        "--device", choices=("cpu", "cuda", "mps"), help="default: the fastest available"
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
-    overrides = train.add_argument_group("overrides of single preset fields")
-    for flag, (name, kind, text) in OVERRIDES.items():
-        overrides.add_argument(flag, dest=name, type=kind, default=None, help=text)
-    for flag, (name, text) in SWITCHES.items():
-        overrides.add_argument(
-            f"--{flag}", dest=name, action=argparse.BooleanOptionalAction, help=text
-        )
-
+    _add_config_flags(train.add_argument_group("settings (each overrides one field of the preset)"))
     commands.add_parser("presets", help="print the training presets")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m course_utils``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     matplotlib.use("Agg")  # the command line only writes figures to files: no window, no display
     if args.command == "presets":
         for name, cfg in PRESETS.items():
@@ -144,12 +161,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return train_command(args)
-    except (DataNotFoundError, DataFormatError, CheckpointError, FileNotFoundError) as exc:
+    except ConfigError as exc:  # a flag's value, caught before any data is loaded
+        parser.exit(2, f"error: {flag_name(exc.field)}: {exc}\n")
+    except (
+        DataNotFoundError,
+        DataFormatError,
+        CheckpointError,
+        BudgetError,
+        FileNotFoundError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)  # these messages say what to do; no traceback
         return 2
     except NonFiniteLossError as exc:
         print(f"Training stopped: {exc}", file=sys.stderr)
         return 1
+    return 0  # pragma: no cover - every branch above returns or exits
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,12 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    names = [name for name, _, _ in OVERRIDES.values()] + [name for name, _ in SWITCHES.values()]
+    """The fields the user set on the command line."""
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in OWN_FLAGS]
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def resolve_config(args: argparse.Namespace, device: torch.device) -> tuple[TrainConfig, str]:
-    """The run's configuration: the preset, shrunk in smoke mode, then the flags on top."""
+    """The run's configuration: the preset, shrunk in smoke mode, then the flags on top.
+
+    Raises:
+        ConfigError: a flag's value is out of range (naming the field).
+    """
     preset = args.preset or ("full" if device.type == "cuda" else "cpu")
     if args.preset is None:
         reason = "a CUDA GPU is available" if device.type == "cuda" else "no CUDA GPU was found"
@@ -175,98 +206,30 @@ def resolve_config(args: argparse.Namespace, device: torch.device) -> tuple[Trai
     return dataclasses.replace(cfg, **_overrides(args)), preset
 
 
-def build_loaders(
-    splits: Splits,
-    cfg: TrainConfig,
-    mean: Sequence[float],
-    std: Sequence[float],
-    device: torch.device,
-) -> tuple[Any, Any, Any]:
-    """Train, validation and test loaders for ``cfg``.
-
-    ``cfg.loader="auto"`` picks the :class:`~course_utils.data.TensorLoader`, which keeps the whole
-    dataset as one uint8 tensor on the device and crops and flips whole batches at once: measured
-    on 2 idle CPU cores it served 75,000 images/s against 10,500 for a ``DataLoader`` transforming
-    one image at a time, and made the whole training loop (width 16) about 10% faster; on a GPU the
-    data never leaves the device. Random rotation needs the per-image torchvision path
-    (``make_loader``), which "auto" then picks.
-    """
-    kind = cfg.loader
-    if kind == "auto":
-        kind = "torch" if cfg.rotation else "tensor"
-    if kind == "tensor":
-        if cfg.rotation:
-            raise ValueError(
-                "the tensor loader does not rotate: use --loader torch with --rotation"
-            )
-        train = TensorLoader(
-            splits.train,
-            cfg.batch_size,
-            shuffle=True,
-            augment=True,
-            mean=mean,
-            std=std,
-            device=device,
-            seed=cfg.seed,
-            drop_last=True,
+def _resumed_config(args: argparse.Namespace) -> tuple[TrainConfig, str, Path, dict[str, Any]]:
+    """For ``--resume``: the saved configuration, a label, the ``last.pt`` path and its contents."""
+    resume = args.resume / "last.pt" if args.resume.is_dir() else args.resume
+    overrides = _overrides(args)
+    if overrides or args.preset or args.smoke:
+        raise SystemExit(
+            f"A resumed run keeps the configuration saved in {resume}; drop "
+            f"{sorted(overrides) or '--preset/--smoke'}, or start a new run to change them."
         )
-        val, test = (
-            TensorLoader(part, cfg.eval_batch_size, mean=mean, std=std, device=device)
-            for part in (splits.val, splits.test)
-        )
-        return train, val, test
-    train = make_loader(
-        CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation)),
-        cfg.batch_size,
-        shuffle=True,
-        seed=cfg.seed,
-        num_workers=cfg.num_workers,
-        device=device,
-        drop_last=True,
-    )
-    val, test = (
-        make_loader(
-            CIFAR10Dataset(part, test_transform(mean, std)),
-            cfg.eval_batch_size,
-            num_workers=cfg.num_workers,
-            device=device,
-        )
-        for part in (splits.val, splits.test)
-    )
-    return train, val, test
+    saved = load_checkpoint(resume)
+    return TrainConfig.from_dict(saved["config"]), f"resumed {resume}", resume, saved
 
 
 def train_command(args: argparse.Namespace) -> int:
     """``python -m course_utils train``: train, test the best checkpoint once, write the report."""
-    from course_utils.evaluation import (
-        classification_report,
-        confusion_matrix,
-        most_confident_mistakes,
-        per_class_accuracy,
-        predict,
-    )
-
     start = time.perf_counter()
     device = get_device(args.device)
-    resume = args.resume
-    if resume is not None:
-        resume = resume / "last.pt" if resume.is_dir() else resume
-        overrides = _overrides(args)
-        if overrides or args.preset or args.smoke:
-            raise SystemExit(
-                f"A resumed run keeps the configuration saved in {resume}; drop "
-                f"{sorted(overrides) or '--preset/--smoke'}, or start a new run to change them."
-            )
-        saved = load_checkpoint(resume)
-        cfg = TrainConfig.from_dict(saved["config"])
-        preset = f"resumed {resume}"
-        mean, std = saved["mean"], saved["std"]
-        out_dir = args.out or resume.parent
-    else:
-        cfg, preset = resolve_config(args, device)
+    if args.resume is not None:
+        cfg, preset, resume, saved = _resumed_config(args)
+        out_dir, mean, std = args.out or resume.parent, saved["mean"], saved["std"]
+    else:  # every value is checked here, before any data is loaded
+        (cfg, preset), resume = resolve_config(args, device), None
         out_dir = args.out or runs_dir() / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         mean = std = None
-    cfg = dataclasses.replace(cfg, out_dir=str(out_dir))
     threads = torch.get_num_threads()
     device_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} CPU threads"
@@ -280,62 +243,28 @@ def train_command(args: argparse.Namespace) -> int:
     splits = cifar10_splits(args.data_dir, val_size=cfg.val_size, seed=cfg.seed, smoke=cfg.smoke)
     if mean is None:  # statistics of this run's own training images, exact and cheap
         mean, std = compute_mean_std(splits.train.images)
-    train_loader, val_loader, test_loader = build_loaders(splits, cfg, mean, std, device)
+    loaders = build_loaders(splits, cfg, mean, std, device)
     model = build_model(cfg, num_classes=len(splits.train.classes))
-
-    result = fit(
-        model,
-        train_loader,
-        val_loader,
-        cfg,
-        device,
-        out_dir=out_dir,
-        resume=resume,
-        classes=splits.train.classes,
-        mean=mean,
-        std=std,
-        progress=not args.no_progress,
-    )
+    if cfg.minutes is not None and resume is None:  # a resumed run keeps its planned epochs
+        cfg = fit_to_budget(cfg, model, loaders, device, started=start)
+    train_loader, val_loader, test_loader = loaders
+    result = fit(model, train_loader, val_loader, cfg, device, out_dir=out_dir, resume=resume,
+                 classes=splits.train.classes, mean=mean, std=std,
+                 progress=not args.no_progress)  # fmt: skip
 
     # The test set, once, with the weights chosen on the validation set.
-    best = load_checkpoint(result.best_checkpoint, model, map_location=device)
-    pred = predict(model, test_loader, device, channels_last=cfg.channels_last)
-    classes = splits.test.classes
-    per_class = per_class_accuracy(pred, classes)
-    report = classification_report(pred, classes)
-    cm = confusion_matrix(pred, len(classes))
-    out_dir = Path(out_dir)
-    result.history.to_csv(out_dir / "history.csv", index=False)
-    _save_figures(
-        out_dir / "figures",
-        result.history,
-        result.best_epoch,
-        cm,
-        classes,
-        splits.test.images,
-        most_confident_mistakes(pred, 16),
-        mean,
-        std,
-    )
-    wall = time.perf_counter() - start
-
+    load_checkpoint(result.best_checkpoint, model, map_location=device)
+    pred = predict(model, test_loader, device, cfg.channels_last, cfg.amp, cfg.tta)
+    _save_figures(Path(out_dir) / "figures", result, pred, splits.test, mean, std)
     metrics = {
-        "test_accuracy": pred.accuracy,
-        "test_loss": pred.loss,
-        "test_macro_f1": float(report.loc["macro avg", "f1-score"]),
-        "best_epoch": result.best_epoch,
-        "best_" + cfg.monitor: result.best_score,
-        "epochs_run": result.epochs_run,
-        "stopped_early": result.stopped_early,
-        "wall_seconds": wall,
-        "train_seconds": float(result.history["epoch_seconds"].sum()),
-        "images_per_second": float(result.history["images_per_second"].mean()),
+        **_test_metrics(pred, splits.test.classes),
+        **_run_metrics(result, cfg, time.perf_counter() - start),
         "preset": preset,
         "device": str(device),
         "device_name": device_name,
         "torch_version": torch.__version__,
         "architecture": model_architecture(model),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters": count_parameters(model),
         "data": {
             "source": splits.train.source,
             "train": len(splits.train),
@@ -344,25 +273,45 @@ def train_command(args: argparse.Namespace) -> int:
             "mean": list(mean),
             "std": list(std),
         },
-        "per_class_accuracy": {c: float(a) for c, a in per_class["accuracy"].items()},
-        "confusion_matrix": cm.tolist(),
         "config": cfg.to_dict(),
+    }
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(_summary(metrics, cfg, Path(out_dir)))
+    return 0
+
+
+def _test_metrics(pred: Predictions, classes: Sequence[str]) -> dict[str, Any]:
+    """What the test set says about the best checkpoint."""
+    per_class = per_class_accuracy(pred, classes)
+    return {
+        "test_accuracy": pred.accuracy,
+        "test_loss": pred.loss,
+        "test_macro_f1": float(classification_report(pred, classes).loc["macro avg", "f1-score"]),
+        "per_class_accuracy": {c: float(a) for c, a in per_class["accuracy"].items()},
+        "confusion_matrix": confusion_matrix(pred, len(classes)).tolist(),
+    }
+
+
+def _run_metrics(result: FitResult, cfg: TrainConfig, wall_seconds: float) -> dict[str, Any]:
+    """How training went: the best epoch, the epochs run, and the time it took."""
+    return {
+        "best_epoch": result.best_epoch,
+        "best_" + cfg.monitor: result.best_score,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "wall_seconds": wall_seconds,
+        "train_seconds": float(result.history["epoch_seconds"].sum()),
+        "images_per_second": float(result.history["images_per_second"].mean()),
         "best_checkpoint": str(result.best_checkpoint),
         "last_checkpoint": str(result.last_checkpoint),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(_summary(metrics, cfg, best, out_dir))
-    return 0
 
 
 def _save_figures(
     folder: Path,
-    history: pd.DataFrame,
-    best_epoch: int,
-    cm: np.ndarray,
-    classes: Sequence[str],
-    test_images: np.ndarray,
-    mistakes: pd.DataFrame,
+    result: FitResult,
+    pred: Predictions,
+    test: CIFAR10Arrays,
     mean: Sequence[float],
     std: Sequence[float],
 ) -> None:
@@ -371,21 +320,26 @@ def _save_figures(
 
     from course_utils.plotting import mistakes_gallery, plot_confusion, plot_history
 
+    cm: np.ndarray = confusion_matrix(pred, len(test.classes))
+    mistakes: pd.DataFrame = most_confident_mistakes(pred, 16)
     figures = [
-        plot_history(history, best_epoch, save=folder / "history.png"),
-        plot_confusion(cm, classes, save=folder / "confusion.png"),
-        mistakes_gallery(test_images, mistakes, classes, mean, std, save=folder / "mistakes.png"),
+        plot_history(result.history, result.best_epoch, save=folder / "history.png"),
+        plot_confusion(cm, test.classes, save=folder / "confusion.png"),
+        mistakes_gallery(
+            test.images, mistakes, test.classes, mean, std, save=folder / "mistakes.png"
+        ),
     ]
     for fig in figures:
         plt.close(fig)
 
 
-def _summary(metrics: dict[str, Any], cfg: TrainConfig, best: dict[str, Any], out_dir: Path) -> str:
+def _summary(metrics: dict[str, Any], cfg: TrainConfig, out_dir: Path) -> str:
     """The one-screen report printed at the end of a run."""
     minutes, seconds = divmod(metrics["wall_seconds"], 60)
     data, arch = metrics["data"], describe_architecture(metrics["architecture"])
     early = " (stopped early)" if metrics["stopped_early"] else ""
     per_class = ", ".join(f"{c} {a:.0%}" for c, a in metrics["per_class_accuracy"].items())
+    best_score = metrics["best_" + cfg.monitor]
     lines = [
         "",
         f"{'=' * 30} run summary {'=' * 30}",
@@ -397,7 +351,7 @@ def _summary(metrics: dict[str, Any], cfg: TrainConfig, best: dict[str, Any], ou
             f"lr {cfg.lr:g} {cfg.schedule}, batch {cfg.batch_size}, "
             f"{metrics['images_per_second']:.0f} images/s"
         ),
-        f"best   epoch {metrics['best_epoch']}: {cfg.monitor} {best['score']:.4f} on validation",
+        f"best   epoch {metrics['best_epoch']}: {cfg.monitor} {best_score:.4f} on validation",
         (
             f"TEST   accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}, "
             f"macro F1 {metrics['test_macro_f1']:.4f} (best checkpoint, evaluated once)"

@@ -1,6 +1,8 @@
 """Course-wide settings: paths, the smoke switch, seeding and device selection.
 
-Every number that shapes a run of the course lives here, named, with where it comes from. Nothing
+The settings every notebook shares live here: where data and runs go, the repository URL, the
+default seed and the sizes of smoke mode. (A training run's own hyperparameters live in
+``course_utils.training.TrainConfig`` and its presets.) Nothing
 in this module runs at import time: the environment is read when a function is called, so setting
 ``COURSE_SMOKE`` or ``COURSE_DATA_DIR`` in a notebook before calling these functions takes effect.
 
@@ -14,6 +16,7 @@ import platform
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -120,6 +123,35 @@ def set_seed(seed: int = DEFAULT_SEED, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def rng_states() -> dict[str, Any]:
+    """The states of every random generator a run uses (Python, NumPy, PyTorch CPU and CUDA), as
+    tensors so that a ``weights_only`` checkpoint can hold them."""
+    version, mt_state, gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {
+        "python": torch.tensor(mt_state, dtype=torch.int64),  # 625 words of the Mersenne Twister
+        "python_gauss": gauss,  # None or a float
+        "python_version": version,
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)),  # 624 words
+        "numpy_pos": int(np_pos),
+        "numpy_gauss": (int(np_has_gauss), float(np_gauss)),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore generators saved with :func:`rng_states`."""
+    mt_state = tuple(int(v) for v in states["python"].tolist())
+    random.setstate((states["python_version"], mt_state, states["python_gauss"]))
+    np_keys = states["numpy"].numpy().astype(np.uint32)
+    has_gauss, gauss = states["numpy_gauss"]
+    np.random.set_state(("MT19937", np_keys, states["numpy_pos"], has_gauss, gauss))
+    torch.set_rng_state(states["torch"].cpu())
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
 def get_device(prefer: str | None = None) -> torch.device:
     """Pick the fastest available device: CUDA, then Apple's MPS, then the CPU.
 
@@ -149,22 +181,7 @@ def default_num_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def environment_report() -> dict[str, str]:
-    """Versions, device and thread count, for the first cell of the course (notebook 00)."""
-    import torchvision  # imported here, not at module import, to keep importing cheap
-
-    device = get_device()
-    report = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "device": str(device),
-        "cpu threads used by torch": str(torch.get_num_threads()),
-        "smoke mode": str(is_smoke()),
-        "data directory": str(data_dir()),
-    }
-    if device.type == "cuda":
-        report["gpu"] = torch.cuda.get_device_name(device)
-    return report
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """The reduced precision that mixed precision uses on ``device``: float16 on CUDA (with a
+    gradient scaler), bfloat16 elsewhere (same range as float32, so no scaler is needed)."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from course_utils.config import DEFAULT_SEED, SMOKE, data_dir, default_num_workers, is_smoke
+
+if TYPE_CHECKING:  # for the type hint only: training imports this module
+    from course_utils.training import TrainConfig
 
 #: The ten classes in the standard order of the official release (label i is CIFAR10_CLASSES[i]).
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -484,7 +488,7 @@ def train_transform(
     return v2.Compose(steps)
 
 
-def test_transform(
+def eval_transform(
     mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD
 ) -> v2.Compose:
     """Evaluation preprocessing: scale to [0, 1] and normalize, nothing random.
@@ -656,3 +660,64 @@ class TensorLoader:
         x = padded[batch, channel, rows, cols]  # (B, 3, H, W)
         flip = (torch.rand(b, generator=self.generator) < 0.5).to(x.device)
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def build_loaders(
+    splits: Splits,
+    cfg: TrainConfig,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+) -> tuple[Any, Any, Any]:
+    """Train, validation and test loaders for a run's configuration.
+
+    ``cfg.loader="auto"`` picks the :class:`TensorLoader`, which keeps the whole dataset as one
+    uint8 tensor on the device and crops and flips whole batches at once (its speed against a
+    ``DataLoader``: benchmarks/README.md); on a GPU the data never leaves the device. Random
+    rotation needs the per-image torchvision path (:func:`make_loader`), which "auto" then picks.
+
+    Explained in notebook 05 (training).
+    """
+    kind = cfg.loader
+    if kind == "auto":
+        kind = "torch" if cfg.rotation else "tensor"
+    if kind == "tensor":
+        if cfg.rotation:
+            raise ValueError(
+                "the tensor loader does not rotate: use --loader torch with --rotation"
+            )
+        train = TensorLoader(
+            splits.train,
+            cfg.batch_size,
+            shuffle=True,
+            augment=True,
+            mean=mean,
+            std=std,
+            device=device,
+            seed=cfg.seed,
+            drop_last=True,
+        )
+        val, test = (
+            TensorLoader(part, cfg.eval_batch_size, mean=mean, std=std, device=device)
+            for part in (splits.val, splits.test)
+        )
+        return train, val, test
+    train = make_loader(
+        CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation)),
+        cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        device=device,
+        drop_last=True,
+    )
+    val, test = (
+        make_loader(
+            CIFAR10Dataset(part, eval_transform(mean, std)),
+            cfg.eval_batch_size,
+            num_workers=cfg.num_workers,
+            device=device,
+        )
+        for part in (splits.val, splits.test)
+    )
+    return train, val, test

@@ -20,8 +20,9 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from torch import nn
 
-from course_utils.config import DEFAULT_SEED
-from course_utils.data import CIFAR10_CLASSES
+from course_utils.config import DEFAULT_SEED, autocast_dtype
+from course_utils.data import CIFAR10_CLASSES, stratified_subset
+from course_utils.models import to_device
 
 #: Feature dimensions kept by PCA before t-SNE (the usual choice: van der Maaten & Hinton 2008
 #: reduce to 30-50 dimensions first, which removes noise and speeds t-SNE up).
@@ -71,7 +72,9 @@ def predict(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str,
-    channels_last: bool = False,
+    channels_last: bool = True,
+    amp: bool = False,
+    tta: bool = False,
 ) -> Predictions:
     """Run ``model`` over ``loader`` in evaluation mode and collect logits and labels.
 
@@ -79,39 +82,69 @@ def predict(
         model: the trained network; left in evaluation mode.
         loader: yields ``(images (B, 3, H, W), labels (B,))`` in a fixed order (no shuffling), so
             row ``i`` of the result is image ``i`` of the dataset.
-        device: where the model is.
-        channels_last: feed the images in NHWC layout.
+        device: where to run.
+        channels_last: run in NHWC layout where safe (see ``models.memory_format_for``).
+        amp: run in mixed precision, as training did (see ``config.autocast_dtype``).
+        tta: test-time augmentation: average the softmax of each image and its mirror image
+            (:func:`flip_averaged`).
 
     Returns:
         :class:`Predictions` with NumPy arrays on the CPU.
 
     Explained in notebook 06.
     """
-    logits, labels = _run_in_eval_mode(model, model, loader, device, channels_last)
+    function = flip_averaged(model) if tta else model
+    logits, labels = run_in_eval_mode(model, loader, device, channels_last, amp, function)
     return Predictions(logits, labels)  # logits (N, num_classes)
 
 
-def _run_in_eval_mode(
+def flip_averaged(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``images -> log(mean of softmax(model(images)) and softmax(model(mirrored images)))``.
+
+    A mirrored photo shows the same class, and the training augmentation flips images, so the
+    network has learned both views; averaging its two answers removes part of its noise. The log
+    of the averaged probabilities serves as logits: their softmax gives back that average.
+    """
+
+    def both_views(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)
+        probs = model(images).float().softmax(1) + model(images.flip(-1)).float().softmax(1)
+        return (probs / 2).log()
+
+    return both_views
+
+
+def run_in_eval_mode(
     model: nn.Module,
-    function: Callable[[torch.Tensor], torch.Tensor],
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str,
-    channels_last: bool,
+    channels_last: bool = True,
+    amp: bool = False,
+    function: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``function(images)`` for every batch, with ``model`` in eval mode and no gradients.
+    """``function(images)`` (default: ``model(images)``) for every batch, in evaluation mode.
 
-    Returns the outputs stacked as float32 and the labels as int64, NumPy arrays on the CPU.
+    The course's one evaluation loop: validation, the test report and feature extraction all run
+    through it. ``model.eval()`` makes BatchNorm use its running statistics (and stop updating
+    them), and ``torch.inference_mode()`` skips building the autograd graph. Outputs stay on the
+    device until the end, so a GPU is never made to wait once per batch.
+
+    Returns:
+        The outputs stacked as float32 ``(N, ...)`` and the labels as int64 ``(N,)``, NumPy arrays
+        on the CPU.
     """
     device = torch.device(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = to_device(model, device, channels_last)
+    function = model if function is None else function
     model.eval()
     outputs, labels = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, autocast_dtype(device), enabled=amp):
         for images, targets in loader:
             images = images.to(device, non_blocking=True, memory_format=memory_format)
-            outputs.append(function(images).float().cpu())  # (B, ...)
-            labels.append(torch.as_tensor(targets).cpu())
-    return torch.cat(outputs).numpy(), torch.cat(labels).numpy().astype(np.int64)
+            outputs.append(function(images).float())  # (B, ...)
+            labels.append(torch.as_tensor(targets))
+    if not outputs:
+        raise ValueError("the evaluation loader yielded no batches")
+    return torch.cat(outputs).cpu().numpy(), torch.cat(labels).cpu().numpy().astype(np.int64)
 
 
 def per_class_accuracy(pred: Predictions, classes: Sequence[str] = CIFAR10_CLASSES) -> pd.DataFrame:
@@ -204,7 +237,8 @@ def extract_features(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str,
-    channels_last: bool = False,
+    channels_last: bool = True,
+    amp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features (what the final linear layer sees) of every image in ``loader``.
 
@@ -218,23 +252,7 @@ def extract_features(
     """
     if not hasattr(model, "forward_features"):
         raise TypeError(f"{type(model).__name__} has no forward_features(); use a course ResNet")
-    return _run_in_eval_mode(model, model.forward_features, loader, device, channels_last)
-
-
-def stratified_sample(labels: np.ndarray, n_samples: int, seed: int = DEFAULT_SEED) -> np.ndarray:
-    """Indices of about ``n_samples`` examples, the same number from each class where possible.
-
-    Returns sorted indices; classes with fewer examples than their share give all they have.
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    per_class = max(1, n_samples // len(classes))
-    chosen = [
-        rng.choice(members, size=min(per_class, len(members)), replace=False)
-        for members in (np.flatnonzero(labels == c) for c in classes)
-    ]
-    return np.sort(np.concatenate(chosen))
+    return run_in_eval_mode(model, loader, device, channels_last, amp, model.forward_features)
 
 
 def tsne_embedding(
@@ -253,7 +271,8 @@ def tsne_embedding(
     Args:
         features: float ``(N, F)`` from :func:`extract_features`.
         labels: int ``(N,)``.
-        n_samples: points to embed (split evenly over the classes).
+        n_samples: points to embed, split evenly over the classes (at most the smallest class
+            from each).
         seed: fixes the sample, the PCA and the t-SNE optimisation.
         perplexity: t-SNE's perplexity before the small-sample adjustment.
 
@@ -263,7 +282,9 @@ def tsne_embedding(
 
     Explained in notebook 06.
     """
-    indices = stratified_sample(labels, n_samples, seed)
+    counts = np.unique(labels, return_counts=True)[1]  # images per class
+    per_class = max(1, min(n_samples // len(counts), int(counts.min())))
+    indices = stratified_subset(labels, per_class, seed)
     x = np.asarray(features, dtype=np.float32)[indices]  # (n, F)
     if x.shape[1] > TSNE_PCA_DIMS and len(x) > TSNE_PCA_DIMS:
         x = PCA(n_components=TSNE_PCA_DIMS, random_state=seed).fit_transform(x)  # (n, 50)

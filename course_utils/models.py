@@ -22,8 +22,11 @@ from torch import nn
 
 #: Base width of the first stage in He et al. (2016); the stages then use w, 2w, 4w and 8w.
 DEFAULT_WIDTH = 64
-#: Number of CIFAR-10 classes, the default head of every model here.
-CIFAR10_CLASSES = 10
+#: The default number of outputs of every model here: CIFAR-10 has ten classes.
+NUM_CLASSES = 10
+#: Fewest input channels for which a strided 1x1 convolution may run in channels_last on the CPU
+#: (see :func:`memory_format_for`).
+MIN_CHANNELS_LAST_1X1_STRIDED = 8
 #: The stems ``ResNet`` knows: a 3x3 stride-1 conv for 32x32 CIFAR images (Sec. 4.2 of He et al.
 #: keeps the full resolution), or the 7x7 stride-2 conv + 3x3 stride-2 max-pool of the ImageNet
 #: model (Table 1), which shrinks the image 4x before the first stage.
@@ -178,7 +181,7 @@ class ResNet(nn.Module):
         self,
         block: type[BasicBlock | Bottleneck],
         layers: tuple[int, int, int, int] | list[int],
-        num_classes: int = CIFAR10_CLASSES,
+        num_classes: int = NUM_CLASSES,
         stem: str = "cifar",
         width: int = DEFAULT_WIDTH,
         zero_init_residual: bool = False,
@@ -446,3 +449,98 @@ def gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[s
         for name, module in model.named_modules()
         if isinstance(module, nn.Conv2d) and module.weight.grad is not None
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# Describing a network, and laying it out in memory
+# --------------------------------------------------------------------------------------------------
+
+
+def model_architecture(model: nn.Module) -> dict[str, Any]:
+    """A short, comparable description of a network, stored in checkpoints.
+
+    For a course ResNet: ``{"name": "resnet18", "width": 16, "stem": "cifar", "num_classes": 10}``;
+    for another module: its class name and parameter count.
+    """
+    if isinstance(model, ResNet):
+        block = type(model.layer1[0])
+        layers = tuple(len(getattr(model, f"layer{i}")) for i in range(1, 5))
+        depth = next(
+            (d for d, (b, n) in RESNET_SPECS.items() if b is block and tuple(n) == layers), None
+        )
+        name = f"resnet{depth}" if depth else f"resnet({block.__name__}, {list(layers)})"
+        if not model.shortcut:
+            name = f"plain_{name}"
+        return {
+            "name": name,
+            "width": model.width,
+            "stem": model.stem,
+            "num_classes": model.fc.out_features,
+        }
+    return {"name": type(model).__name__, "parameters": count_parameters(model, False)}
+
+
+def describe_architecture(arch: dict[str, Any] | None) -> str:
+    """``{"name": "resnet18", "width": 16, ...}`` -> ``"resnet18(width=16, ...)"``."""
+    if not arch:
+        return "an unknown architecture"
+    rest = ", ".join(f"{k}={v}" for k, v in arch.items() if k != "name")
+    return f"{arch.get('name', '?')}({rest})"
+
+
+def _has_narrow_strided_1x1(model: nn.Module) -> bool:
+    return any(
+        isinstance(m, nn.Conv2d)
+        and m.kernel_size == (1, 1)
+        and m.stride != (1, 1)
+        and m.in_channels < MIN_CHANNELS_LAST_1X1_STRIDED
+        for m in model.modules()
+    )
+
+
+def memory_format_for(
+    model: nn.Module, device: torch.device | str, channels_last: bool = True
+) -> torch.memory_format:
+    """The memory layout to run ``model`` in on ``device``: NHWC when asked for and safe.
+
+    ``channels_last`` (NHWC) makes convolutions faster on CPUs and on tensor cores. Every place in
+    the course that moves a model or a batch to its device asks this function, so the one exception
+    below is decided here and nowhere else.
+
+    The exception: PyTorch 2.14's oneDNN (3.12) on CPUs with AVX2 but no AVX-512 (most laptops)
+    computes the weight gradient of a *strided 1x1 convolution with fewer than 8 input channels* in
+    channels_last with its ``jit_1x1:avx2`` kernel, which corrupts memory: the process crashes
+    ("double free or corruption", a segfault) or hangs. ``resnet18(width=4)`` has such a
+    convolution (the projection shortcut of ``layer2``). Such a network runs in the default
+    (NCHW) layout on the CPU, where that kernel is not used. ``tests/test_models.py`` runs the
+    reproduction in a subprocess.
+
+    Args:
+        model: the network (its convolutions decide).
+        device: where it runs.
+        channels_last: whether NHWC is wanted.
+
+    Returns:
+        ``torch.channels_last`` or ``torch.contiguous_format``: pass it to ``model.to`` and to
+        ``images.to`` alike.
+
+    Explained in notebook 05 (training).
+    """
+    if not channels_last:
+        return torch.contiguous_format
+    if torch.device(device).type == "cpu" and _has_narrow_strided_1x1(model):
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def to_device(
+    model: nn.Module, device: torch.device | str, channels_last: bool = True
+) -> torch.memory_format:
+    """Move ``model`` to ``device`` in the layout :func:`memory_format_for` picks, and return it.
+
+    The training and evaluation loops call this first and give every batch the returned layout, so
+    the model and its inputs always agree. Moving a model that is already in place costs nothing.
+    """
+    memory_format = memory_format_for(model, device, channels_last)
+    model.to(device, memory_format=memory_format)
+    return memory_format

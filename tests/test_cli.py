@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
+from course_utils.checkpoints import load_checkpoint
 from course_utils.cli import build_parser, main, resolve_config
 from course_utils.config import PROJECT_ROOT, SMOKE
 from course_utils.data import CIFAR10_CLASSES
-from course_utils.training import PRESETS, TrainConfig, load_checkpoint
+from course_utils.training import PRESETS, TrainConfig
 
 METRICS_KEYS = {
     "test_accuracy",
@@ -143,3 +144,55 @@ def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path: Path, capsys):
     status = main(["train", "--smoke", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run")])
     assert status == 2
     assert f"CIFAR-10 not found in {tmp_path}" in capsys.readouterr().err
+
+
+def test_every_setting_has_one_flag_with_its_help():
+    """The flags are generated from TrainConfig: a new field cannot be forgotten on the command
+    line, and its help text is the one written beside the field."""
+    import dataclasses
+
+    from course_utils.cli import flag_name
+
+    parser = build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]  # the `train` subcommand
+    actions = {flag: action for action in train._actions for flag in action.option_strings}
+    help_text = train.format_help()
+    for f in dataclasses.fields(TrainConfig):
+        flag = flag_name(f.name)
+        assert flag in actions, f"TrainConfig.{f.name} has no command-line flag"
+        assert f.metadata["help"], f"TrainConfig.{f.name} has no help text"
+        assert " ".join(f.metadata["help"].split()[:3]) in " ".join(help_text.split())
+        if f.metadata["choices"] is not None and f.type != "bool":
+            assert list(actions[flag].choices) == list(f.metadata["choices"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--lr", "-1"], "--lr"),
+        (["--schedule", "warp"], "--schedule"),
+        (["--depth", "19"], "--depth"),
+        (["--width", "0"], "--width"),
+        (["--patience", "0"], "--patience"),
+        (["--label-smoothing", "1.5"], "--label-smoothing"),
+        (["--batch-size", "many"], "--batch-size"),
+    ],
+)
+def test_bad_values_are_rejected_before_any_work(tmp_path: Path, flags: list[str], named: str):
+    """Exit status 2 and one line that names the flag, before the data is even looked for (the
+    data folder here is empty: reaching it would print "CIFAR-10 not found" instead)."""
+    env = {**os.environ, "COURSE_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "course_utils", "train", "--device", "cpu", *flags],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert named in last and "Traceback" not in done.stderr, done.stderr
+    assert "not found" not in done.stderr and not (tmp_path / "cache").exists()

@@ -319,9 +319,9 @@ def test_subset_copies_images_and_labels():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_test_transform_normalizes_exactly():
+def test_eval_transform_normalizes_exactly():
     image = torch.from_numpy(_random_images(1, 0)[0]).permute(2, 0, 1)  # (3, 32, 32)
-    out = D.test_transform()(image)
+    out = D.eval_transform()(image)
     expected = (image.double() / 255.0 - torch.tensor(D.CIFAR10_MEAN).double().view(3, 1, 1)) / (
         torch.tensor(D.CIFAR10_STD).double().view(3, 1, 1)
     )
@@ -353,7 +353,7 @@ def test_dataset_items():
     image, label = D.CIFAR10Dataset(data)[4]
     assert image.shape == (3, 32, 32) and label == 4
     torch.testing.assert_close(image, torch.from_numpy(data.images[4]).permute(2, 0, 1).float() / 255)
-    assert D.CIFAR10Dataset(data, D.test_transform())[0][0].dtype == torch.float32
+    assert D.CIFAR10Dataset(data, D.eval_transform())[0][0].dtype == torch.float32
 
 
 def _first_batch_labels(loader) -> list[int]:
@@ -420,10 +420,10 @@ def test_tensor_loader_matches_reference_augmentation():
     assert moved > 30, "almost every image should be moved or flipped"
 
 
-def test_tensor_loader_plain_matches_test_transform():
+def test_tensor_loader_plain_matches_eval_transform():
     data = D.CIFAR10Arrays(_random_images(10, 0), np.arange(10, dtype=np.int64))
     x, y = next(iter(D.TensorLoader(data, batch_size=10)))
-    reference = torch.stack([D.CIFAR10Dataset(data, D.test_transform())[i][0] for i in range(10)])
+    reference = torch.stack([D.CIFAR10Dataset(data, D.eval_transform())[i][0] for i in range(10)])
     torch.testing.assert_close(x, reference, atol=1e-6, rtol=0)
     assert y.tolist() == list(range(10))
 

@@ -16,7 +16,6 @@ from course_utils.evaluation import (
     most_confident_mistakes,
     per_class_accuracy,
     predict,
-    stratified_sample,
     tsne_embedding,
 )
 from course_utils.models import resnet18
@@ -123,13 +122,19 @@ def test_predict_and_extract_features_use_eval_mode():
     np.testing.assert_array_equal(feature_labels, labels.numpy())
 
 
-def test_stratified_sample_is_balanced_and_seeded():
-    labels = np.repeat(np.arange(10), [50] * 9 + [5])  # the last class is rare
-    chosen = stratified_sample(labels, 200, seed=1)
-    counts = np.bincount(labels[chosen], minlength=10)
-    assert list(counts) == [20] * 9 + [5]
-    np.testing.assert_array_equal(chosen, stratified_sample(labels, 200, seed=1))
-    assert not np.array_equal(chosen, stratified_sample(labels, 200, seed=2))
+def test_tsne_sample_is_balanced_seeded_and_capped_by_the_rarest_class():
+    rng = np.random.default_rng(0)
+    balanced = np.repeat(np.arange(10), 50)
+    features = rng.normal(size=(len(balanced), 8)).astype(np.float32)
+    _, labels, chosen = tsne_embedding(features, balanced, n_samples=200, seed=1)
+    assert list(np.bincount(labels, minlength=10)) == [20] * 10
+    np.testing.assert_array_equal(labels, balanced[chosen])
+    np.testing.assert_array_equal(chosen, tsne_embedding(features, balanced, 200, seed=1)[2])
+    assert not np.array_equal(chosen, tsne_embedding(features, balanced, 200, seed=2)[2])
+
+    rare = np.repeat(np.arange(10), [50] * 9 + [5])  # the last class has only 5 images
+    _, labels, _ = tsne_embedding(features[: len(rare)], rare, n_samples=200, seed=1)
+    assert list(np.bincount(labels, minlength=10)) == [5] * 10  # still balanced
 
 
 @pytest.mark.parametrize("n_samples", [20, 120])

@@ -13,22 +13,27 @@ import torch
 from sklearn.metrics import accuracy_score, log_loss
 from torch import nn
 
+from course_utils.checkpoints import (
+    ArchitectureMismatchError,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from course_utils.config import set_seed
+from course_utils.evaluation import predict
 from course_utils.data import (
     CIFAR10Dataset,
     TensorLoader,
     cifar10_splits,
+    eval_transform,
     make_loader,
     train_transform,
 )
-from course_utils.data import test_transform as eval_transform
-from course_utils.models import resnet18, resnet34
+from course_utils.models import model_architecture, resnet18, resnet34
 from course_utils.training import (
     HISTORY_COLUMNS,
     PRESETS,
     TIMING_COLUMNS,
-    ArchitectureMismatchError,
-    CheckpointError,
     EarlyStopping,
     NonFiniteLossError,
     TrainConfig,
@@ -36,9 +41,6 @@ from course_utils.training import (
     build_scheduler,
     evaluate,
     fit,
-    load_checkpoint,
-    model_architecture,
-    save_checkpoint,
     smoke_config,
     train_one_epoch,
 )
@@ -297,7 +299,7 @@ def test_evaluate_agrees_with_sklearn_and_leaves_batchnorm_alone():
     model.train()  # as a training loop leaves it
     buffers = {k: v.clone() for k, v in model.state_dict().items()}
     batches = synthetic_batches(3, seed=1)
-    stats = evaluate(model, batches, nn.CrossEntropyLoss(), "cpu")
+    stats = evaluate(model, batches, "cpu")
     assert not model.training
     for key, value in model.state_dict().items():
         assert torch.equal(value, buffers[key]), f"evaluate() changed {key}"
@@ -409,8 +411,10 @@ def test_missing_and_corrupt_checkpoints_name_the_file(tmp_path: Path):
     garbage = tmp_path / "garbage.pt"
     for _ in range(300):
         garbage.write_bytes(generator.integers(0, 256, size=1000, dtype=np.uint8).tobytes())
-        with pytest.raises(CheckpointError, match="garbage.pt"):
+        with pytest.raises(CheckpointError, match="garbage.pt") as info:
             load_checkpoint(garbage)
+        assert "corrupt or truncated" in str(info.value)  # not "unsafe": it is a damaged file
+        assert "arbitrary code" not in str(info.value)
     good = save_checkpoint(tmp_path / "good.pt", weights=torch.randn(1000))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:2000])
@@ -631,3 +635,23 @@ def test_resume_refuses_a_changed_configuration(tiny_data, tmp_path: Path):
             resume=first.last_checkpoint,
             progress=False,
         )
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_validation_in_fit_equals_the_test_report_path(tiny_data, tmp_path: Path, amp: bool):
+    """fit()'s validation and the final report (evaluation.predict) are one loop: same weights and
+    loader give the same accuracy, with and without mixed precision (bfloat16 on the CPU)."""
+    cfg = tiny_config(epochs=2, amp=amp)
+    set_seed(0)
+    model = resnet18(width=cfg.width)
+    train_loader, val_loader = tiny_loaders(tiny_data, cfg, "tensor")
+    result = fit(model, train_loader, val_loader, cfg, "cpu", out_dir=tmp_path, progress=False)
+    pred = predict(model, val_loader, "cpu", channels_last=cfg.channels_last, amp=amp)
+    assert pred.accuracy == result.history["val_acc"].iloc[-1]
+    assert pred.loss == pytest.approx(result.history["val_loss"].iloc[-1], rel=1e-6)
+    with torch.no_grad():  # an independent reference: the logits of a plain eval-mode forward pass
+        images = torch.cat([x for x, _ in val_loader])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            reference = model.eval()(images).float().argmax(1).numpy()
+    # one batch of 100 instead of the loader's batches: rounding may flip a near-tie, no more
+    assert abs(accuracy_score(pred.labels, reference) - pred.accuracy) <= 0.01

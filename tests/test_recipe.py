@@ -1,0 +1,220 @@
+"""The recipe options: schedules against their formulas, mixup/CutMix, the weight average, flip TTA,
+and the time budget's arithmetic (with a fake clock)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from course_utils.budget import (
+    REPORT_SECONDS,
+    SAFETY_MARGIN,
+    TIMED_BATCHES,
+    BudgetError,
+    Throughput,
+    fit_to_budget,
+    plan_epochs,
+)
+from course_utils.checkpoints import load_checkpoint
+from course_utils.config import set_seed
+from course_utils.data import TensorLoader, cifar10_splits
+from course_utils.evaluation import predict
+from course_utils.models import resnet18
+from course_utils.training import TrainConfig, build_ema, build_mixing, build_scheduler, fit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def lrs_per_batch(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
+    """The lr used by every optimizer step of a run, stepping the schedule after each batch."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    schedule = build_scheduler(optimizer, cfg, steps_per_epoch)
+    assert schedule.per_batch
+    lrs = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.scheduler.step()
+    return lrs
+
+
+def test_cyclic_schedule_is_a_triangle():
+    cfg = TrainConfig(schedule="cyclic", lr=0.4, div_factor=8, cycle_epochs=2, epochs=5)
+    low, high, half = 0.4 / 8, 0.4, 10  # 2 epochs of 10 batches per cycle: 10 up, 10 down
+    lrs = lrs_per_batch(cfg, steps_per_epoch=10)
+    for t, lr in enumerate(lrs):
+        position = t % (2 * half)
+        fraction = position / half if position <= half else 2 - position / half  # /\ in [0, 1]
+        assert lr == pytest.approx(low + (high - low) * fraction), t
+
+
+def test_warmup_cosine_is_a_line_then_a_half_cosine():
+    cfg = TrainConfig(
+        schedule="warmup_cosine", lr=0.2, div_factor=10, warmup=0.2, min_lr=0.001, epochs=5
+    )
+    total, warm = 50, 10
+    lrs = lrs_per_batch(cfg, steps_per_epoch=10)
+    for t, lr in enumerate(lrs):
+        if t < warm:
+            expected = 0.2 * (0.1 + 0.9 * t / warm)
+        else:
+            expected = (
+                0.001 + (0.2 - 0.001) * (1 + math.cos(math.pi * (t - warm) / (total - warm))) / 2
+            )
+        assert lr == pytest.approx(expected, rel=1e-6), t
+
+
+def test_mixup_blends_images_and_labels_by_the_same_weight():
+    torch.manual_seed(0)
+    images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    mix = build_mixing(TrainConfig(mixup=1.0), num_classes=10)
+    mixed, soft = mix(images, labels)
+    assert soft.shape == (8, 10)
+    torch.testing.assert_close(soft.sum(1), torch.ones(8))
+    lam = soft[torch.arange(8), labels]
+    partner = labels.roll(1)  # torchvision mixes each image with the previous one in the batch
+    weight = torch.where(labels == partner, torch.ones(8), lam)
+    lam = lam[labels != partner][0].item()  # one weight for the whole batch
+    torch.testing.assert_close(mixed, lam * images + (1 - lam) * images.roll(1, 0))
+    assert torch.all((weight == 1) | (weight - lam).abs().lt(1e-6))
+
+
+def test_cutmix_pastes_a_patch_and_weighs_labels_by_its_area():
+    torch.manual_seed(1)
+    images = torch.rand(8, 3, 32, 32)
+    labels = torch.arange(8)  # all different, so each label weight is readable
+    mix = build_mixing(TrainConfig(cutmix=1.0), num_classes=10)
+    mixed, soft = mix(images, labels)
+    torch.testing.assert_close(soft.sum(1), torch.ones(8))
+    from_partner = (mixed != images).any(1)  # (B, H, W): pixels that came from the other image
+    assert torch.equal(mixed[:, :, from_partner[0]], images.roll(1, 0)[:, :, from_partner[0]])
+    area = from_partner[0].float().mean().item()
+    assert soft[0, 0].item() == pytest.approx(1 - area, abs=1 / 32)  # patch may be clipped
+    assert soft[0, 7].item() == pytest.approx(area, abs=1 / 32)
+
+
+def test_no_mixing_unless_asked():
+    assert build_mixing(TrainConfig(), num_classes=10) is None
+    assert build_ema(nn.Linear(2, 2), 0.0) is None
+
+
+def test_ema_is_the_hand_computed_average():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    ema = build_ema(model, decay=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    expected = None
+    for _ in range(4):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        optimizer.step()
+        ema.update_parameters(model)
+        weights = model.weight.detach().clone()
+        expected = weights if expected is None else 0.9 * expected + 0.1 * weights
+    torch.testing.assert_close(ema.module.weight, expected)
+    assert not torch.allclose(ema.module.weight, model.weight)
+
+
+def test_flip_tta_is_the_mean_of_the_two_views_softmax():
+    torch.manual_seed(0)
+    model = resnet18(width=8).eval()
+    images, labels = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    pred = predict(model, [(images, labels)], "cpu", channels_last=False, tta=True)
+    with torch.no_grad():
+        expected = (model(images).softmax(1) + model(images.flip(-1)).softmax(1)) / 2
+    np.testing.assert_allclose(pred.probs, expected.numpy(), rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
+# The time budget
+# --------------------------------------------------------------------------------------------------
+
+
+def test_plan_epochs_by_hand():
+    speed = Throughput(train=0.5, eval=0.1)  # seconds per batch
+    # 600 s budget, 30 s spent; test 20 batches (2 s) and the report; each epoch 100 x 0.5 + 10 x 0.1
+    left = (600 - 30) * (1 - SAFETY_MARGIN) - 2.0 - REPORT_SECONDS
+    assert plan_epochs(600, 30, speed, 100, 10, 20) == math.floor(left / 51.0)
+    assert plan_epochs(60, 30, speed, 100, 10, 20) == 0
+
+
+class FakeClock:
+    """A clock that advances by a fixed step on every reading (time.perf_counter's stand-in)."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_fit_to_budget_chooses_the_epochs_with_a_fake_clock(capsys):
+    images = np.zeros((40, 32, 32, 3), dtype=np.uint8)
+    from course_utils.data import CIFAR10Arrays
+
+    data = CIFAR10Arrays(images, np.arange(40) % 10, tuple(str(i) for i in range(10)), "fake")
+    loaders = (TensorLoader(data, 4), TensorLoader(data, 8), TensorLoader(data, 8))  # 10, 5, 5
+    cfg = TrainConfig(width=8, minutes=10, batch_size=4)
+    clock = FakeClock(step=TIMED_BATCHES * 0.3)  # each start/stop pair reads 0.3 s per batch
+    planned = fit_to_budget(cfg, resnet18(width=8), loaders, torch.device("cpu"), 0.0, clock)
+    # Readings: train start/stop, eval start/stop, then "now": 5 readings of 0.9 s each.
+    speed = Throughput(0.3, 0.3)
+    # by hand: (600 s - 4.5 s spent) less the margin, the test (5 x 0.3 s) and the report, over
+    # an epoch of 10 training and 5 validation batches of 0.3 s each
+    by_hand = math.floor(((600 - 4.5) * (1 - SAFETY_MARGIN) - 5 * 0.3 - REPORT_SECONDS) / 4.5)
+    assert planned.epochs == plan_epochs(600, 5 * 0.9, speed, 10, 5, 5) == by_hand
+    assert planned.minutes == 10 and f"{by_hand} epochs fit" in capsys.readouterr().out
+    with pytest.raises(BudgetError, match="Not even one epoch fits in 0.1 minutes"):
+        fit_to_budget(
+            TrainConfig(width=8, minutes=0.1), resnet18(width=8), loaders, "cpu", 0.0,
+            FakeClock(step=TIMED_BATCHES * 0.3),
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# The options inside fit: resumable, and the average is what is kept
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_data(cifar_root: Path):
+    splits = cifar10_splits(cifar_root, smoke=True)
+    return splits.train.subset(np.arange(200)), splits.val.subset(np.arange(100))
+
+
+def test_ema_and_mixing_resume_exactly(tiny_data, tmp_path: Path):
+    cfg = TrainConfig(width=8, epochs=3, batch_size=50, eval_batch_size=100, lr=0.05, ema=0.9,
+                      mixup=0.4, cutmix=1.0, tta=True, patience=None)  # fmt: skip
+
+    def run(folder: str, **kwargs):
+        loaders = (
+            TensorLoader(tiny_data[0], 50, shuffle=True, augment=True, drop_last=True),
+            TensorLoader(tiny_data[1], 100),
+        )
+        return fit(resnet18(width=8), *loaders, cfg, "cpu", out_dir=tmp_path / folder,
+                   progress=False, **kwargs)  # fmt: skip
+
+    set_seed(0)
+    whole = run("whole")
+    set_seed(0)
+    first = run("part", stop_after_epoch=1)
+    set_seed(99)  # another session: the checkpoint must restore everything that matters
+    resumed = run("part", resume=first.last_checkpoint)
+    a, b = load_checkpoint(whole.last_checkpoint), load_checkpoint(resumed.last_checkpoint)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
+    for key in a["ema"]:
+        torch.testing.assert_close(a["ema"][key], b["ema"][key], rtol=0, atol=0)
+    assert whole.history["val_acc"].tolist() == resumed.history["val_acc"].tolist()
+    # best.pt holds the averaged weights, which are what was validated
+    best = load_checkpoint(whole.best_checkpoint)
+    ema_weights = {k.removeprefix("module."): v for k, v in a["ema"].items() if k != "n_averaged"}
+    if best["epoch"] == 3:
+        torch.testing.assert_close(best["model"]["fc.weight"], ema_weights["fc.weight"])
+    assert not torch.equal(a["model"]["fc.weight"], ema_weights["fc.weight"])
