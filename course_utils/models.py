@@ -378,6 +378,101 @@ def plain_resnet(depth: int = 18, **kwargs: Any) -> ResNet:
     return resnet(depth, shortcut=False, **kwargs)
 
 
+# --------------------------------------------------------------------------------------------------
+# The paper's own CIFAR-10 networks (He et al. 2016, Sec. 4.2)
+# --------------------------------------------------------------------------------------------------
+
+#: Channels of the three stages of the paper's CIFAR networks; feature maps 32, 16 and 8 pixels.
+CIFAR_STAGE_WIDTHS = (16, 32, 64)
+#: The shortcuts the paper compares (Sec. 3.3 and 4.2): "A" adds the input back, subsampled and
+#: padded with zero channels where the shape changes (no parameters); "B" uses a projection (1x1
+#: conv + BatchNorm) there; "none" gives the plain network of the same depth.
+CIFAR_SHORTCUTS = ("A", "B", "none")
+
+
+class PadShortcut(nn.Module):
+    """Option A of He et al.: the identity, subsampled by ``stride`` and padded with zero channels.
+
+    It adds no parameters: the extra channels of the block's output get nothing added to them.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride, self.extra = stride, out_planes - in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C + extra, H/stride, W/stride)."""
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # zeros after the last channel
+
+
+class CifarResNet(nn.Module):
+    """The ResNets of the paper's CIFAR-10 experiments: ResNet-20, 32, 44, 56 and 110.
+
+    A 3x3 conv with 16 channels, three stages of ``n`` BasicBlocks with 16, 32 and 64 channels,
+    global average pooling and a linear head: ``6n + 2`` weighted layers. ResNet-20 has 0.27 M
+    parameters, 40 times fewer than the "CIFAR ResNet-18" the rest of the course trains, which
+    is the ImageNet network with a 3x3 stem (a widely used adaptation, not a network of the paper).
+
+    Args:
+        depth: ``6n + 2``: 20, 32, 44, 56, 110, ...
+        shortcut: ``"A"`` (zero-padding identity, the paper's CIFAR choice), ``"B"`` (projection
+            where the shape changes) or ``"none"`` (the plain network).
+        num_classes: outputs of the final linear layer.
+
+    Explained in notebook 04; trained in the degradation experiment of notebook 07.
+    """
+
+    def __init__(
+        self, depth: int = 20, shortcut: str = "A", num_classes: int = NUM_CLASSES
+    ) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth!r}")
+        if shortcut not in CIFAR_SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {CIFAR_SHORTCUTS}, got {shortcut!r}")
+        self.depth, self.shortcut_type = depth, shortcut
+        n = (depth - 2) // 6
+        first = CIFAR_STAGE_WIDTHS[0]
+        self.conv1 = conv3x3(3, first)
+        self.bn1 = nn.BatchNorm2d(first)
+        self.relu = nn.ReLU(inplace=True)
+        stages, inplanes = [], first
+        for index, planes in enumerate(CIFAR_STAGE_WIDTHS):
+            stride = 1 if index == 0 else 2
+            blocks = [self._block(inplanes, planes, stride)]
+            blocks += [self._block(planes, planes, 1) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*blocks))
+            inplanes = planes
+        self.layer1, self.layer2, self.layer3 = stages
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(CIFAR_STAGE_WIDTHS[-1], num_classes)
+        for module in self.modules():  # He et al. initialise as in their "Delving deep" paper
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def _block(self, inplanes: int, planes: int, stride: int) -> BasicBlock:
+        block = BasicBlock(inplanes, planes, stride, shortcut=self.shortcut_type != "none")
+        if self.shortcut_type == "A" and block.downsample is not None:
+            block.downsample = PadShortcut(inplanes, planes, stride)  # instead of the projection
+        return block
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 32, 32) -> (B, 64) penultimate features."""
+        x = self.relu(self.bn1(self.conv1(x)))  # (B, 16, 32, 32)
+        x = self.layer3(self.layer2(self.layer1(x)))  # (B, 64, 8, 8)
+        return torch.flatten(self.avgpool(x), 1)  # (B, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (B, num_classes) for images (B, 3, 32, 32)."""
+        return self.fc(self.forward_features(x))
+
+
+def cifar_resnet(depth: int = 20, shortcut: str = "A", **kwargs: Any) -> CifarResNet:
+    """The paper's CIFAR-10 ResNet of ``depth`` layers (``6n + 2``); see :class:`CifarResNet`."""
+    return CifarResNet(depth, shortcut, **kwargs)
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     """Number of parameters (single numbers, not tensors) in a module.
 
@@ -475,6 +570,13 @@ def model_architecture(model: nn.Module) -> dict[str, Any]:
             "name": name,
             "width": model.width,
             "stem": model.stem,
+            "num_classes": model.fc.out_features,
+        }
+    if isinstance(model, CifarResNet):
+        plain = model.shortcut_type == "none"
+        return {
+            "name": f"{'plain' if plain else 'resnet'}{model.depth}_cifar",
+            "shortcut": model.shortcut_type,
             "num_classes": model.fc.out_features,
         }
     return {"name": type(model).__name__, "parameters": count_parameters(model, False)}

@@ -71,7 +71,8 @@ def test_cifar_resnet18_parameter_count() -> None:
         - reference.conv1.weight.numel()
         + 64 * 3 * 3 * 3  # 3x3 stem conv, 3 -> 64 channels
         - sum(p.numel() for p in reference.fc.parameters())
-        + 512 * 10 + 10  # 10-class head
+        + 512 * 10
+        + 10  # 10-class head
     )
     assert count_parameters(model) == from_torchvision
     assert count_parameters(ResNet(BasicBlock, (2, 2, 2, 2), num_classes=10)) == (
@@ -318,7 +319,9 @@ def test_plain_resnet_has_no_shortcut(depth: int) -> None:
     assert not any("downsample" in name for name, _ in plain.named_modules())
     assert not any("downsample" in key for key in plain.state_dict())
     projections = sum(
-        p.numel() for b in blocks_of(residual) if b.downsample is not None
+        p.numel()
+        for b in blocks_of(residual)
+        if b.downsample is not None
         for p in b.downsample.parameters()
     )
     assert projections > 0
@@ -381,3 +384,57 @@ def test_gradient_norms() -> None:
     assert list(gradient_norms(plain, x, y)) == [
         name for name in conv_names if "downsample" not in name
     ]
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper's CIFAR-10 networks (He et al. 2016, Sec. 4.2 and Table 6)
+# --------------------------------------------------------------------------------------------------
+
+#: Table 6 of He et al. (2016): parameters of the CIFAR-10 ResNets, as the paper prints them.
+PAPER_CIFAR_PARAMS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6}
+
+
+@pytest.mark.parametrize("depth", sorted(PAPER_CIFAR_PARAMS))
+def test_cifar_resnet_parameter_counts_match_the_paper(depth: int) -> None:
+    from course_utils.models import cifar_resnet
+
+    option_a = count_parameters(cifar_resnet(depth, "A"))
+    digits = 2 if depth < 110 else 1  # the paper rounds to 0.27M ... 1.7M
+    assert round(option_a / 1e6, digits) == pytest.approx(PAPER_CIFAR_PARAMS[depth] / 1e6)
+    assert count_parameters(cifar_resnet(depth, "none")) == option_a  # padding has no weights
+    # option B adds two projections (16->32 and 32->64, 1x1 conv + BatchNorm) and nothing else
+    projections = (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+    assert count_parameters(cifar_resnet(depth, "B")) == option_a + projections
+
+
+@pytest.mark.parametrize("depth", [20, 56])
+def test_cifar_resnet_has_6n_plus_2_weighted_layers_and_the_paper_shapes(depth: int) -> None:
+    from course_utils.models import cifar_resnet
+
+    model = cifar_resnet(depth).eval()
+    main_path = [
+        m for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and "downsample" not in name
+    ]  # fmt: skip
+    assert len(main_path) == depth
+    x = torch.randn(2, 3, 32, 32)
+    out = model.layer1(model.relu(model.bn1(model.conv1(x))))
+    assert out.shape == (2, 16, 32, 32)
+    assert model.layer3(model.layer2(out)).shape == (2, 64, 8, 8)
+    assert model(x).shape == (2, 10)
+
+
+def test_option_a_shortcut_is_the_subsampled_input_padded_with_zeros() -> None:
+    from course_utils.models import PadShortcut, cifar_resnet
+
+    x = torch.randn(2, 16, 32, 32)
+    out = PadShortcut(16, 32, stride=2)(x)
+    assert out.shape == (2, 32, 16, 16)
+    torch.testing.assert_close(out[:, :16], x[:, :, ::2, ::2])
+    assert torch.count_nonzero(out[:, 16:]) == 0
+    plain = cifar_resnet(20, "none")
+    assert all(block.downsample is None and not block.shortcut for block in plain.layer2)
+    with pytest.raises(ValueError, match="6n"):
+        cifar_resnet(18)
+    with pytest.raises(ValueError, match="shortcut"):
+        cifar_resnet(20, "C")
