@@ -1,5 +1,7 @@
 # One command each for the things people do with this course. Every target sets itself up:
 # the first run creates .venv and installs course_utils with its [dev] extra (a minute or two).
+# CPU-only machine: `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs the CPU
+# build of PyTorch first (see README, "Set-up"); without it pip picks the CUDA build on Linux.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,23 +14,55 @@ OUT    ?= build_notebooks
 PRESET ?=
 RUN    ?= runs/$(if $(PRESET),$(PRESET),default)
 ARGS   ?=
+TORCH_INDEX ?=
+WORK   ?= work
+# nbval's limit for one notebook cell, in seconds: a hung cell fails instead of stalling the run.
+# (Every test, cells included, also has pytest-timeout's limit from pyproject.toml.)
+CELL_TIMEOUT ?= 300
+DOCS_STAMP := $(VENV)/.installed-docs
+BOOK   := build/book$(if $(filter 1,$(SMOKE)),-smoke)
 
-.PHONY: setup test lab student solutions train clean
+.PHONY: setup test test-avx2 lab student solutions book train clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install torch torchvision --index-url $(TORCH_INDEX))
 	$(PY) -m pip install -e ".[dev]"
 	touch $(STAMP)
 
+# The website's tools (Sphinx, MyST-NB, Playwright): the [docs] extra, on top of [dev].
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
 # Unit tests, then every notebook executed top to bottom by nbval in smoke mode.
 test: $(STAMP)
-	COURSE_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks
+	COURSE_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=$(CELL_TIMEOUT) tests notebooks
 
+# The tests that train, and every notebook, with oneDNN limited to AVX2 kernels (what most laptops
+# have): a machine with AVX-512 otherwise never runs the kernels students' machines run.
+# AVX2_NOTEBOOKS= leaves the notebooks out (CI executes them under AVX2 in the website build).
+AVX2_TESTS = tests/test_training.py tests/test_cli.py \
+  $(wildcard tests/test_experiments.py tests/test_*distributed*.py tests/test_*onednn*.py)
+AVX2_NOTEBOOKS ?= notebooks
+test-avx2: $(STAMP)
+	COURSE_SMOKE=1 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest --nbval-lax --nbval-current-env \
+	  --nbval-cell-timeout=$(CELL_TIMEOUT) $(AVX2_TESTS) $(AVX2_NOTEBOOKS)
+
+# Students: JupyterLab in $(WORK)/, a git-ignored copy of student/ that course updates never touch.
+# The first run copies every student notebook there; later runs copy only notebooks that are new,
+# and never overwrite one you already have.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	@mkdir -p $(WORK)
+	@for notebook in student/*.ipynb; do \
+	  if [ -e "$(WORK)/$${notebook##*/}" ]; then :; \
+	  else cp "$$notebook" "$(WORK)/" && echo "copied $$notebook to $(WORK)/"; fi; \
+	done
+	$(VENV)/bin/jupyter lab $(WORK)/
 
 # Instructors: regenerate student/ from the solution notebooks (solutions stripped).
 student: $(STAMP)
@@ -41,10 +75,18 @@ solutions: $(STAMP)
 	  --ExecutePreprocessor.timeout=-1 --output-dir $(OUT) notebooks/[0-9][0-9]_*.ipynb
 	$(VENV)/bin/jupyter nbconvert --to html --output-dir $(OUT) $(OUT)/[0-9][0-9]_*.ipynb
 
+# The course website: every notebook executed (cached: a rebuild re-runs only changed notebooks),
+# into $(BOOK)/html. SMOKE=1 builds it on a small subset in minutes; the outputs never go back
+# into notebooks/. Needs CIFAR-10 like the notebooks do (data/ or COURSE_DATA_DIR).
+book: $(DOCS_STAMP)
+	COURSE_SMOKE=$(SMOKE) $(VENV)/bin/sphinx-build -W --keep-going -b html -c docs \
+	  -d $(BOOK)/doctrees -D nb_execution_cache_path=$(abspath $(BOOK))/jupyter_cache . $(BOOK)/html
+	@echo "The course website: $(BOOK)/html/index.html"
+
 # The full training run: ResNet-18 on CIFAR-10, best checkpoint evaluated once on the test set.
 # Without PRESET it picks `full` on a GPU and `cpu` otherwise.
 train: $(STAMP)
 	$(PY) -m course_utils train $(if $(PRESET),--preset $(PRESET)) --out $(RUN) $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache $(OUT)
+	rm -rf $(VENV) .pytest_cache $(OUT) build

@@ -8,7 +8,9 @@ One module per concern, each pointing back to the notebook that teaches it:
 - ``models``: residual blocks, the ResNet family, memory layout (notebooks 03-04)
 - ``training``: the configuration, the training loop, early stopping, ``fit`` (notebook 05)
 - ``checkpoints``: saving atomically, loading safely, architecture checks (notebook 05)
+- ``distributed``: the same run on several GPUs, under ``torchrun`` (notebook 05, README)
 - ``evaluation``: the evaluation loop, predictions, metrics, t-SNE (notebook 06)
+- ``transfer``: shipped and pretrained weights, linear probe and fine-tuning (notebook 08)
 - ``plotting``: the figures of every notebook
 - ``exercises``: the self-checks after each exercise; ``release``: the student notebooks
 - ``cli``: ``python -m course_utils train``, a whole run from the command line

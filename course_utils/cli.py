@@ -38,7 +38,7 @@ import torch
 
 from course_utils.budget import BudgetError, fit_to_budget
 from course_utils.checkpoints import CheckpointError, load_checkpoint
-from course_utils.config import get_device, is_smoke, runs_dir, set_seed
+from course_utils.config import cpu_has_native_bfloat16, get_device, is_smoke, runs_dir, set_seed
 from course_utils.data import (
     CIFAR10Arrays,
     DataFormatError,
@@ -46,6 +46,16 @@ from course_utils.data import (
     build_loaders,
     cifar10_splits,
     compute_mean_std,
+)
+from course_utils.distributed import (
+    DistributedSetupError,
+    from_main_process,
+    gather_predictions,
+    is_main_process,
+    process_group,
+    quiet_unless_main,
+    rank,
+    world_size,
 )
 from course_utils.evaluation import (
     Predictions,
@@ -55,6 +65,7 @@ from course_utils.evaluation import (
     per_class_accuracy,
     predict,
 )
+from course_utils.experiments import EXPERIMENTS, run_experiment, summarize
 from course_utils.models import count_parameters, describe_architecture, model_architecture
 from course_utils.training import (
     PRESETS,
@@ -147,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_config_flags(train.add_argument_group("settings (each overrides one field of the preset)"))
     commands.add_parser("presets", help="print the training presets")
+    experiment = commands.add_parser("experiment", help="run a named grid of runs over seeds")
+    experiment.add_argument("name", choices=sorted(EXPERIMENTS), help="which experiment")
+    experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="default: 0 1")
+    experiment.add_argument("--minutes", type=float, help="time budget of every run")
+    experiment.add_argument("--smoke", action="store_true", help="tiny runs: the code path only")
     return parser
 
 
@@ -155,12 +171,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     matplotlib.use("Agg")  # the command line only writes figures to files: no window, no display
+    if args.command == "experiment":
+        table = run_experiment(args.name, args.seeds, args.minutes, args.smoke)
+        print(summarize(table).round(4).to_string())
+        return 0
     if args.command == "presets":
         for name, cfg in PRESETS.items():
             print(f"{name}: {json.dumps(cfg.to_dict())}")
         return 0
     try:
-        return train_command(args)
+        # Under torchrun: join the other processes, one device each; rank 0 alone prints.
+        with process_group(get_device(args.device)) as device, quiet_unless_main():
+            return train_command(args, device)
     except ConfigError as exc:  # a flag's value, caught before any data is loaded
         parser.exit(2, f"error: {flag_name(exc.field)}: {exc}\n")
     except (
@@ -168,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         DataFormatError,
         CheckpointError,
         BudgetError,
+        DistributedSetupError,
         FileNotFoundError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)  # these messages say what to do; no traceback
@@ -203,6 +226,12 @@ def resolve_config(args: argparse.Namespace, device: torch.device) -> tuple[Trai
     if args.smoke or is_smoke():
         cfg = smoke_config(cfg)
         preset = f"{preset}-smoke"
+    if device.type == "cpu" and args.amp is None and cfg.amp != cpu_has_native_bfloat16():
+        # bfloat16 pays on a CPU only where it is computed natively (benchmarks/README.md).
+        cfg = dataclasses.replace(cfg, amp=not cfg.amp)
+        has = "has" if cfg.amp else "has no"
+        print(f"Mixed precision {'on' if cfg.amp else 'off'}: this CPU {has} native bfloat16 "
+              f"(AMX or AVX512-BF16); choose with --amp / --no-amp.")  # fmt: skip
     return dataclasses.replace(cfg, **_overrides(args)), preset
 
 
@@ -219,10 +248,12 @@ def _resumed_config(args: argparse.Namespace) -> tuple[TrainConfig, str, Path, d
     return TrainConfig.from_dict(saved["config"]), f"resumed {resume}", resume, saved
 
 
-def train_command(args: argparse.Namespace) -> int:
-    """``python -m course_utils train``: train, test the best checkpoint once, write the report."""
+def train_command(args: argparse.Namespace, device: torch.device) -> int:
+    """``python -m course_utils train``: train, test the best checkpoint once, write the report.
+
+    ``device`` is this process's device: under torchrun, its own GPU (or the CPU).
+    """
     start = time.perf_counter()
-    device = get_device(args.device)
     if args.resume is not None:
         cfg, preset, resume, saved = _resumed_config(args)
         out_dir, mean, std = args.out or resume.parent, saved["mean"], saved["std"]
@@ -230,6 +261,8 @@ def train_command(args: argparse.Namespace) -> int:
         (cfg, preset), resume = resolve_config(args, device), None
         out_dir = args.out or runs_dir() / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
         mean = std = None
+    cfg.per_process_batch_size(world_size())  # torchrun: the batch must split, checked before work
+    out_dir = from_main_process(out_dir)  # torchrun: every process uses rank 0's folder
     threads = torch.get_num_threads()
     device_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} CPU threads"
@@ -243,18 +276,22 @@ def train_command(args: argparse.Namespace) -> int:
     splits = cifar10_splits(args.data_dir, val_size=cfg.val_size, seed=cfg.seed, smoke=cfg.smoke)
     if mean is None:  # statistics of this run's own training images, exact and cheap
         mean, std = compute_mean_std(splits.train.images)
-    loaders = build_loaders(splits, cfg, mean, std, device)
+    loaders = build_loaders(splits, cfg, mean, std, device, rank(), world_size())
     model = build_model(cfg, num_classes=len(splits.train.classes))
     if cfg.minutes is not None and resume is None:  # a resumed run keeps its planned epochs
-        cfg = fit_to_budget(cfg, model, loaders, device, started=start)
+        # Every process measures its share; under torchrun all of them follow rank 0's plan.
+        cfg = from_main_process(fit_to_budget(cfg, model, loaders, device, started=start))
     train_loader, val_loader, test_loader = loaders
     result = fit(model, train_loader, val_loader, cfg, device, out_dir=out_dir, resume=resume,
                  classes=splits.train.classes, mean=mean, std=std,
-                 progress=not args.no_progress)  # fmt: skip
+                 progress=not args.no_progress and is_main_process())  # fmt: skip
 
     # The test set, once, with the weights chosen on the validation set.
     load_checkpoint(result.best_checkpoint, model, map_location=device)
     pred = predict(model, test_loader, device, cfg.channels_last, cfg.amp, cfg.tta)
+    pred = gather_predictions(pred)  # torchrun: every process's slice of the test set, in order
+    if not is_main_process():  # torchrun: rank 0 alone writes the report
+        return 0
     _save_figures(Path(out_dir) / "figures", result, pred, splits.test, mean, std)
     metrics = {
         **_test_metrics(pred, splits.test.classes),
@@ -262,6 +299,7 @@ def train_command(args: argparse.Namespace) -> int:
         "preset": preset,
         "device": str(device),
         "device_name": device_name,
+        "processes": world_size(),
         "torch_version": torch.__version__,
         "architecture": model_architecture(model),
         "parameters": count_parameters(model),
@@ -343,7 +381,8 @@ def _summary(metrics: dict[str, Any], cfg: TrainConfig, out_dir: Path) -> str:
     lines = [
         "",
         f"{'=' * 30} run summary {'=' * 30}",
-        f"preset {metrics['preset']} on {metrics['device']} ({metrics['device_name']})",
+        f"preset {metrics['preset']} on {metrics['device']} ({metrics['device_name']})"
+        + (f" x {metrics['processes']} processes" if metrics["processes"] > 1 else ""),
         f"model  {arch}: {metrics['parameters']:,} parameters",
         f"data   {data['train']:,} train / {data['val']:,} validation / {data['test']:,} test",
         (

@@ -185,3 +185,14 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     """The reduced precision that mixed precision uses on ``device``: float16 on CUDA (with a
     gradient scaler), bfloat16 elsewhere (same range as float32, so no scaler is needed)."""
     return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (Intel AMX or AVX512-BF16).
+
+    Elsewhere bfloat16 is emulated, and mixed precision on the CPU costs time instead of saving
+    it; the command line then leaves it off. Explained in notebook 05.
+    """
+    cpu = torch.cpu
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, so looked up
+    return any(getattr(cpu, name, lambda: False)() for name in checks)

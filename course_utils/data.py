@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
 from course_utils.config import DEFAULT_SEED, SMOKE, data_dir, default_num_workers, is_smoke
@@ -552,28 +552,39 @@ def make_loader(
     num_workers: int | None = None,
     device: torch.device | str | None = None,
     drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """A DataLoader with reproducible shuffling and worker seeding, and safe defaults.
 
     Args:
         dataset: what to load.
-        batch_size: examples per batch.
+        batch_size: examples per batch (of this process, when several train together).
         shuffle: reshuffle every epoch (training) or keep the order (evaluation).
         seed: seeds the loader's own generator, which drives the shuffling and the workers' seeds.
         num_workers: worker processes; default :func:`~course_utils.config.default_num_workers`
             (0 on Windows, macOS and in smoke mode, where workers in notebooks are fragile).
         device: where the batches go; memory is pinned only for CUDA, where it speeds copies.
         drop_last: drop a final incomplete batch.
+        rank, world_size: under torchrun, this process's number and the number of processes.
+            With ``world_size > 1``, PyTorch's ``DistributedSampler`` deals each process every
+            ``world_size``-th image of a shuffle that is the same in every process, so together
+            the processes see every image once per epoch (see :mod:`course_utils.distributed`).
 
     Call :func:`set_loader_epoch` before each epoch to make epoch ``e``'s order depend only on
     ``(seed, e)``, so that a resumed run sees the same batches. Explained in notebook 02.
     """
     workers = default_num_workers() if num_workers is None else num_workers
     pin = torch.device(device).type == "cuda" if device is not None else False
+    sampler = None
+    if world_size > 1:  # seeded so that epoch e shuffles from _epoch_seed(seed, e) (set_epoch)
+        sampler = DistributedSampler(dataset, world_size, rank, shuffle=shuffle,
+                                     seed=_epoch_seed(seed, 0), drop_last=drop_last)  # fmt: skip
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         pin_memory=pin,
         drop_last=drop_last,
@@ -584,10 +595,22 @@ def make_loader(
 
 
 def set_loader_epoch(loader: DataLoader | TensorLoader, seed: int, epoch: int) -> None:
-    """Reseed a loader's generator for ``epoch``, so the shuffle of each epoch is fixed in advance."""
+    """Reseed a loader's generator for ``epoch``, so the shuffle of each epoch is fixed in advance.
+
+    A ``DistributedSampler`` (several processes, :func:`make_loader`) is told the epoch too: it
+    shuffles from its own generator, seeded the same way.
+    """
     generator = getattr(loader, "generator", None)
     if generator is not None:
-        generator.manual_seed(seed * 1_000_003 + epoch)
+        generator.manual_seed(_epoch_seed(seed, epoch))
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)  # it seeds with its seed + epoch = _epoch_seed(seed, epoch)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s shuffle: different for every (seed, epoch) pair of a course."""
+    return seed * 1_000_003 + epoch  # 1,000,003 is a prime above any number of epochs
 
 
 class TensorLoader:
@@ -606,6 +629,13 @@ class TensorLoader:
         device: where the data is kept and the batches produced.
         seed: seeds the generator that drives shuffling and augmentation.
         drop_last: drop a final incomplete batch.
+        rank, world_size: under torchrun, this process's number and the number of processes.
+            Each step then takes a global batch of ``batch_size * world_size`` images from a
+            shuffle that is the same in every process, draws the crops and flips of all of them,
+            and serves this process every ``world_size``-th image (as ``DistributedSampler``
+            deals them): together the processes see the batches, augmented alike, that one
+            process sees at the global batch size. Needs ``drop_last=True``, so that every process
+            takes the same number of steps.
 
     Explained in notebook 02.
     """
@@ -621,7 +651,15 @@ class TensorLoader:
         device: torch.device | str = "cpu",
         seed: int = DEFAULT_SEED,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if world_size > 1 and not drop_last:
+            raise ValueError(
+                "a TensorLoader shared by several processes needs drop_last=True, so that every "
+                "process takes the same number of steps"
+            )
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         self.images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(self.device)
         self.labels = torch.from_numpy(data.labels).to(self.device)  # (N,)
@@ -633,32 +671,37 @@ class TensorLoader:
         self.dataset = data  # for len(loader.dataset), like a DataLoader
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, step = len(self.labels), self.batch_size * self.world_size  # images per step, all ranks
+        return n // step if self.drop_last else -(-n // step)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size].to(self.device)
+        step = self.batch_size * self.world_size  # the global batch: one batch of every process
+        mine = slice(self.rank, None, self.world_size)  # this process's share of it
+        for start in range(0, len(self) * step, step):
+            batch = order[start : start + step]  # the same in every process
+            idx = batch[mine].to(self.device)
             x = self.images[idx]  # (B, 3, 32, 32) uint8
             if self.augment:
-                x = self._crop_and_flip(x)
+                x = self._crop_and_flip(x, drawn=len(batch), keep=mine)
             x = (x.float() / 255.0 - self.mean) / self.std  # (B, 3, 32, 32) float32
             yield x, self.labels[idx]
 
-    def _crop_and_flip(self, x: torch.Tensor) -> torch.Tensor:
+    def _crop_and_flip(self, x: torch.Tensor, drawn: int, keep: slice) -> torch.Tensor:
+        """Random crops and flips, drawn for all ``drawn`` images of the global batch (the same
+        draws in every process), of which ``keep`` are this process's images ``x``."""
         b, _, h, w = x.shape
         p = CROP_PADDING
         padded = torch.nn.functional.pad(x, (p, p, p, p))  # (B, 3, H+2p, W+2p), zeros
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=self.generator).to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=self.generator).to(x.device)
+        dy = torch.randint(0, 2 * p + 1, (drawn,), generator=self.generator)[keep].to(x.device)
+        dx = torch.randint(0, 2 * p + 1, (drawn,), generator=self.generator)[keep].to(x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
         batch = torch.arange(b, device=x.device)[:, None, None, None]
         channel = torch.arange(3, device=x.device)[None, :, None, None]
         x = padded[batch, channel, rows, cols]  # (B, 3, H, W)
-        flip = (torch.rand(b, generator=self.generator) < 0.5).to(x.device)
+        flip = (torch.rand(drawn, generator=self.generator) < 0.5)[keep].to(x.device)
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -668,6 +711,8 @@ def build_loaders(
     mean: Sequence[float],
     std: Sequence[float],
     device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[Any, Any, Any]:
     """Train, validation and test loaders for a run's configuration.
 
@@ -676,8 +721,16 @@ def build_loaders(
     ``DataLoader``: benchmarks/README.md); on a GPU the data never leaves the device. Random
     rotation needs the per-image torchvision path (:func:`make_loader`), which "auto" then picks.
 
+    Under torchrun (``world_size`` processes, this one ``rank``), ``cfg.batch_size`` is the global
+    batch: each process's training loader serves its share of every step, and the validation and
+    test splits are cut into one contiguous slice per process, which
+    :func:`course_utils.distributed.gather_predictions` joins back in order.
+
     Explained in notebook 05 (training).
     """
+    batch_size = cfg.per_process_batch_size(world_size)  # cfg.batch_size without torchrun
+    val_split = _slice_for(splits.val, rank, world_size)  # all of it for a single process
+    test_split = _slice_for(splits.test, rank, world_size)
     kind = cfg.loader
     if kind == "auto":
         kind = "torch" if cfg.rotation else "tensor"
@@ -688,7 +741,7 @@ def build_loaders(
             )
         train = TensorLoader(
             splits.train,
-            cfg.batch_size,
+            batch_size,
             shuffle=True,
             augment=True,
             mean=mean,
@@ -696,20 +749,24 @@ def build_loaders(
             device=device,
             seed=cfg.seed,
             drop_last=True,
+            rank=rank,
+            world_size=world_size,
         )
         val, test = (
             TensorLoader(part, cfg.eval_batch_size, mean=mean, std=std, device=device)
-            for part in (splits.val, splits.test)
+            for part in (val_split, test_split)
         )
         return train, val, test
     train = make_loader(
         CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation)),
-        cfg.batch_size,
+        batch_size,
         shuffle=True,
         seed=cfg.seed,
         num_workers=cfg.num_workers,
         device=device,
         drop_last=True,
+        rank=rank,
+        world_size=world_size,
     )
     val, test = (
         make_loader(
@@ -718,6 +775,14 @@ def build_loaders(
             num_workers=cfg.num_workers,
             device=device,
         )
-        for part in (splits.val, splits.test)
+        for part in (val_split, test_split)
     )
     return train, val, test
+
+
+def _slice_for(data: CIFAR10Arrays, rank: int, world_size: int) -> CIFAR10Arrays:
+    """Process ``rank``'s contiguous slice of ``data`` (all of it for a single process); the
+    slices of ranks 0, 1, ... follow each other in order."""
+    if world_size == 1:
+        return data
+    return data.subset(np.array_split(np.arange(len(data)), world_size)[rank])

@@ -7,17 +7,21 @@ For each ``notebooks/NN_topic.ipynb`` it writes ``student/NN_topic.ipynb`` in wh
 
 - every region between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` (the nbgrader convention) is
   replaced by a line that raises ``NotImplementedError`` (in a markdown cell: by a prompt to answer);
+  in code, every region must lie inside a function (or method) body, so that the ``raise`` runs
+  only when the exercise's self-check calls the function, and the check catches it: an unsolved
+  exercise never stops "Run All" (see :mod:`course_utils.exercises`);
 - cells tagged ``instructor`` are removed;
 - outputs and execution counts are stripped, and metadata is cut down to the kernel;
 - Colab badges point at the student notebook instead of the solution.
 
-Unbalanced or malformed markers stop it with an error naming the notebook and cell, before any file
-is written. Running it twice gives the same files byte for byte.
+Unbalanced or malformed markers, or a region outside a function, stop it with an error naming the
+notebook and cell, before any file is written. Running it twice gives the same files byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import sys
 from pathlib import Path
@@ -80,7 +84,34 @@ def strip_solutions(source: str, where: str, markdown: bool = False) -> tuple[st
             out.append(line)
     if inside:
         raise ReleaseError(f"{where}: {BEGIN!r} is never closed by {END!r}")
-    return "\n".join(out), removed
+    student = "\n".join(out)
+    if not markdown and PLACEHOLDER in student:
+        _check_placeholders_in_functions(student, where)
+    return student, removed
+
+
+def _check_placeholders_in_functions(source: str, where: str) -> None:
+    """Raise ReleaseError if a placeholder would run when the cell runs (outside any function)."""
+    # IPython's `%magic` and `!shell` lines are not Python; keep the line numbers, drop the text.
+    source = re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.MULTILINE)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise ReleaseError(f"{where}: the student version of this cell is not valid Python "
+                           f"({exc.msg}, line {exc.lineno})") from None
+    inside_functions: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inside_functions.update(id(child) for child in ast.walk(node) if child is not node)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and id(node) not in inside_functions:
+            text = ast.get_source_segment(source, node) or ""
+            if text.strip() == PLACEHOLDER:
+                raise ReleaseError(
+                    f"{where}, line {node.lineno}: a solution region outside a function. Its "
+                    "placeholder would raise as soon as the cell runs and stop 'Run All'; put the "
+                    "exercise in a function that the self-check calls"
+                )
 
 
 def make_student_notebook(notebook: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:

@@ -43,14 +43,33 @@ from course_utils.checkpoints import (
 )
 from course_utils.config import DEFAULT_SEED, SMOKE, autocast_dtype, rng_states, set_rng_states
 from course_utils.data import CIFAR10_CLASSES, VAL_SIZE, set_loader_epoch
+from course_utils.distributed import (
+    barrier,
+    broadcast_buffers,
+    gather_predictions,
+    is_main_process,
+    sum_over_ranks,
+    world_size,
+    wrap_model,
+)
 from course_utils.evaluation import predict
-from course_utils.models import RESNET_SPECS, STEMS, model_architecture, resnet, to_device
+from course_utils.models import (
+    CIFAR_SHORTCUTS,
+    RESNET_SPECS,
+    STEMS,
+    cifar_resnet,
+    model_architecture,
+    resnet,
+    to_device,
+)
+from course_utils.transfer import freeze_backbone, init_from, parameter_groups
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "multistep", "step", "cyclic", "warmup_cosine", "none")
 #: Schedules whose scheduler counts batches (the others count epochs).
 PER_BATCH_SCHEDULES = ("onecycle", "cyclic", "warmup_cosine")
 LOADERS = ("auto", "tensor", "torch")
+ARCHS = ("resnet", "cifar_resnet")
 #: What early stopping and the best checkpoint can watch, and which direction is better.
 MONITOR_MODES = {"val_acc": "max", "val_loss": "min"}
 #: Columns of the history table, one row per epoch.
@@ -116,7 +135,16 @@ class TrainConfig:
     """
 
     # Model
-    depth: int = setting(18, "ResNet depth", choices=tuple(RESNET_SPECS))
+    arch: str = setting(
+        "resnet",
+        "'resnet': the ImageNet family; 'cifar_resnet': the paper's CIFAR nets",
+        choices=ARCHS,
+    )
+    depth: int = setting(18, "resnet: 18, 34, 50, 101, 152; cifar_resnet: 6n+2 (20, 32, 56, ...)")
+    shortcut: str = setting(
+        "B", "A: zero-padding identity; B: projection where shapes change; none: plain",
+        choices=CIFAR_SHORTCUTS,
+    )  # fmt: skip
     width: int = setting(
         64, "channels of the first stage (64: the usual ResNet-18)", valid=AT_LEAST_1
     )
@@ -126,6 +154,19 @@ class TrainConfig:
     zero_init_residual: bool = setting(
         False, "start every block as the identity (Goyal et al. 2017)"
     )
+    # Transfer learning (notebook 08): start from trained weights, with a new head
+    init: str = setting(
+        "scratch",
+        "'scratch' (random weights), 'imagenet' (torchvision's), a shipped checkpoint's name, "
+        "a checkpoint file, or a URL#sha256=HEX",
+    )
+    freeze_backbone: bool = setting(
+        False, "linear probe: train only the head; the backbone and its BatchNorm stay as loaded"
+    )
+    backbone_lr: float = setting(
+        1.0, "the backbone's learning rate as a fraction of lr (fine-tuning: e.g. 0.1)",
+        valid=POSITIVE,
+    )  # fmt: skip
     # Data
     val_size: int = setting(
         VAL_SIZE, "images held out of the 50,000 for validation", valid=AT_LEAST_1
@@ -205,6 +246,9 @@ class TrainConfig:
     # Speed and reproducibility
     channels_last: bool = setting(True, "NHWC memory layout: faster convolutions")
     amp: bool = setting(False, "mixed precision: float16 on CUDA, bfloat16 on the CPU")
+    sync_bn: bool = setting(
+        False, "torchrun: BatchNorm statistics over the global batch, not each process's share"
+    )
     seed: int = setting(DEFAULT_SEED, "seeds the split, the weights, the shuffles and augmentation")
 
     def __post_init__(self) -> None:
@@ -219,9 +263,30 @@ class TrainConfig:
                 raise ConfigError(f.name, f"{f.name} must be one of {list(choices)}, got {value!r}")
             if valid is not None and value is not None and not valid[0](value):
                 raise ConfigError(f.name, f"{f.name} must be {valid[1]}, got {value!r}")
+        if self.arch == "resnet" and self.depth not in RESNET_SPECS:
+            raise ConfigError(
+                "depth", f"depth must be one of {sorted(RESNET_SPECS)}, got {self.depth!r}"
+            )
+        if self.arch == "resnet" and self.shortcut == "A":
+            raise ConfigError("shortcut", "shortcut A (zero padding) is for arch cifar_resnet")
+        if self.arch == "cifar_resnet" and (self.depth < 8 or (self.depth - 2) % 6):
+            raise ConfigError(
+                "depth", f"cifar_resnet depth must be 6n+2 (20, 32, ...), got {self.depth}"
+            )
         if any(m < 1 for m in self.milestones):
             raise ConfigError(
                 "milestones", f"milestones must be epochs >= 1, got {self.milestones}"
+            )
+        network = (self.arch, self.stem, self.width, self.shortcut)
+        if self.init == "imagenet" and network != ("resnet", "imagenet", 64, "B"):  # torchvision's
+            raise ConfigError(
+                "init", "init 'imagenet' loads torchvision's ImageNet ResNet, which needs "
+                "--stem imagenet --width 64 (and the default --arch resnet --shortcut B)",
+            )  # fmt: skip
+        if self.freeze_backbone and self.sync_bn:
+            raise ConfigError(
+                "sync_bn",
+                "a frozen backbone's BatchNorm uses its stored statistics: drop --sync-bn",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,6 +304,19 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+    def per_process_batch_size(self, world_size: int) -> int:
+        """``batch_size`` is the global batch: under torchrun, each of the ``world_size``
+        processes loads an equal share of it. Raises :class:`ConfigError` if it does not divide."""
+        if self.batch_size % world_size:
+            below = max(world_size, self.batch_size - self.batch_size % world_size)
+            raise ConfigError(
+                "batch_size",
+                f"batch_size {self.batch_size} is the global batch, shared equally by the "
+                f"{world_size} processes torchrun started, so it must divide by {world_size}: "
+                f"use --batch-size {below} or {below + world_size}, for example.",
+            )
+        return self.batch_size // world_size
 
 
 #: The named training recipes, in one place. ``python -m course_utils train --preset NAME`` runs
@@ -294,14 +372,23 @@ def smoke_config(cfg: TrainConfig) -> TrainConfig:
 
 
 def build_model(cfg: TrainConfig, num_classes: int = len(CIFAR10_CLASSES)) -> nn.Module:
-    """The ResNet that ``cfg`` describes (depth, width, stem), freshly initialised."""
-    return resnet(
-        cfg.depth,
-        num_classes=num_classes,
-        stem=cfg.stem,
-        width=cfg.width,
-        zero_init_residual=cfg.zero_init_residual,
-    )
+    """The network ``cfg`` describes: a ResNet of the ImageNet family (depth, width, stem), or one
+    of the paper's CIFAR ResNets (``arch="cifar_resnet"``), freshly initialised; with ``cfg.init``,
+    pretrained weights everywhere but a new ``num_classes`` head, and with
+    ``cfg.freeze_backbone`` only that head trainable (notebook 08)."""
+    if cfg.arch == "cifar_resnet":
+        model: nn.Module = cifar_resnet(cfg.depth, cfg.shortcut, num_classes=num_classes)
+    else:
+        model = resnet(
+            cfg.depth,
+            num_classes=num_classes,
+            stem=cfg.stem,
+            width=cfg.width,
+            zero_init_residual=cfg.zero_init_residual,
+            shortcut=cfg.shortcut != "none",
+        )
+    init_from(model, cfg.init)  # nothing for init="scratch"
+    return freeze_backbone(model) if cfg.freeze_backbone else model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,19 +397,22 @@ def build_model(cfg: TrainConfig, num_classes: int = len(CIFAR10_CLASSES)) -> nn
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with (Nesterov) momentum, or Adam, over all of the model's parameters.
+    """SGD with (Nesterov) momentum, or Adam, over the model's trainable parameters.
 
-    Explained in notebook 05.
+    With ``cfg.backbone_lr`` below 1, two parameter groups: the head at ``cfg.lr`` and the
+    backbone at ``cfg.lr * cfg.backbone_lr`` (:func:`course_utils.transfer.parameter_groups`).
+    Explained in notebook 05; the groups in notebook 08.
     """
+    groups = parameter_groups(model, cfg.lr, cfg.backbone_lr)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
+            groups,
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
         )
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 class Schedule(NamedTuple):
@@ -355,13 +445,15 @@ def build_scheduler(
     Explained in notebook 05.
     """
     lr_sched = torch.optim.lr_scheduler
+    # Every parameter group peaks at its own lr (fine-tuning gives the backbone a smaller one).
+    peaks = [group["lr"] for group in optimizer.param_groups]
     if cfg.schedule == "onecycle":
         # Rise from lr/div_factor to lr, then fall to nearly 0; both phases follow a half cosine
         # (OneCycleLR's default anneal_strategy="cos"), not a straight line. Momentum is left
         # alone (cycle_momentum=False) so that cfg.momentum means what it says.
         scheduler = lr_sched.OneCycleLR(
             optimizer,
-            max_lr=cfg.lr,
+            max_lr=peaks,
             total_steps=cfg.epochs * steps_per_epoch,
             pct_start=cfg.warmup,
             div_factor=cfg.div_factor,
@@ -387,7 +479,7 @@ def build_scheduler(
         # lr/div_factor to lr and straight back down, once every cycle_epochs epochs.
         half_cycle = max(1, round(cfg.cycle_epochs * steps_per_epoch / 2))
         scheduler = lr_sched.CyclicLR(
-            optimizer, cfg.lr / cfg.div_factor, cfg.lr, step_size_up=half_cycle,
+            optimizer, [p / cfg.div_factor for p in peaks], peaks, step_size_up=half_cycle,
             mode="triangular", cycle_momentum=False,
         )  # fmt: skip
         return Schedule(scheduler, per_batch=True)
@@ -562,12 +654,15 @@ def evaluate(
     A thin summary of :func:`course_utils.evaluation.predict`, the course's one loop that runs a
     model in evaluation mode: validation during training and the final test go through the same
     code, so they cannot drift apart. The loss is plain cross-entropy (no label smoothing), so
-    runs with different training losses stay comparable.
+    runs with different training losses stay comparable. Under torchrun, ``loader`` holds this
+    process's slice of the split and the slices are gathered first, so every process gets the same
+    numbers.
 
     Explained in notebook 05.
     """
     start = time.perf_counter()
     pred = predict(model, loader, device, channels_last=channels_last, amp=amp, tta=tta)
+    pred = gather_predictions(pred)  # the whole split; unchanged without torchrun
     return EpochStats(pred.loss, pred.accuracy, len(pred), time.perf_counter() - start)
 
 
@@ -684,6 +779,7 @@ class _Run:
     criterion: nn.Module
     mix: BatchMixing | None
     ema: AveragedModel | None
+    ddp: nn.Module  # what trains: under torchrun, the model in DistributedDataParallel; else model
     history: dict[str, list] = field(default_factory=lambda: {c: [] for c in HISTORY_COLUMNS})
 
     @property
@@ -711,7 +807,8 @@ def fit(
 
     Every epoch: train, step a per-epoch schedule, evaluate on the *validation* loader, save
     ``best.pt`` if the monitored metric improved, then ``last.pt`` (the full state, to resume from)
-    and ``history.csv``. The test set is not touched here.
+    and ``history.csv``. The test set is not touched here. Under torchrun (see ``distributed``)
+    rank 0 alone writes them.
 
     Args:
         train_loader: reseeded before each epoch (``data.set_loader_epoch``), so epoch ``e``'s
@@ -750,6 +847,7 @@ def fit(
         if run.stopper.should_stop or epoch == stop_after_epoch:
             break
     epochs.close()
+    barrier()  # under torchrun, wait until rank 0 has written the last files
     return FitResult(
         history=pd.DataFrame(run.history, columns=list(HISTORY_COLUMNS)),
         best_checkpoint=out / "best.pt",
@@ -764,7 +862,7 @@ def _start_run(
     model: nn.Module, cfg: TrainConfig, device: torch.device, steps_per_epoch: int, num_classes: int
 ) -> _Run:
     """The model on its device, with a fresh optimizer, schedule, scaler, stopper, loss, batch
-    mixing and weight average."""
+    mixing and weight average, and its DistributedDataParallel wrapper under torchrun."""
     to_device(model, device, cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     return _Run(
@@ -777,6 +875,7 @@ def _start_run(
         nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         build_mixing(cfg, num_classes),
         build_ema(model, cfg.ema),
+        wrap_model(model, device, cfg.sync_bn),  # the model itself without torchrun
     )
 
 
@@ -813,13 +912,15 @@ def _epoch(
     start = time.perf_counter()
     scheduler, per_batch = run.schedule
     train = train_one_epoch(
-        run.model, train_loader, run.criterion, run.optimizer, device,
+        run.ddp, train_loader, run.criterion, run.optimizer, device,
         scheduler=scheduler if per_batch else None,  # one-cycle counts batches
         scaler=run.scaler, amp=cfg.amp, channels_last=cfg.channels_last, progress=progress,
         mix=run.mix, ema=run.ema,
     )  # fmt: skip
+    train = _over_all_processes(train)
     if scheduler is not None and not per_batch:
         scheduler.step()  # the other schedules count epochs
+    broadcast_buffers(run.model, run.ema)  # torchrun: rank 0's BatchNorm statistics everywhere
     val = evaluate(run.eval_model, val_loader, device, cfg.amp, cfg.channels_last, cfg.tta)
     if not math.isfinite(val.loss):
         raise NonFiniteLossError(
@@ -838,12 +939,25 @@ def _epoch(
     }
 
 
+def _over_all_processes(stats: EpochStats) -> EpochStats:
+    """Under torchrun, an epoch's training loss and accuracy over the images of every process
+    (each measured its own share); a single process's numbers unchanged."""
+    if world_size() == 1:
+        return stats
+    loss_sum, correct, images = sum_over_ranks(
+        stats.loss * stats.images, stats.accuracy * stats.images, stats.images
+    )
+    return stats._replace(loss=loss_sum / images, accuracy=correct / images, images=int(images))
+
+
 def _resume(path: Path, run: _Run, cfg: TrainConfig, device: torch.device) -> int:
     """Load ``last.pt`` into ``run`` (weights, optimizer, schedule, scaler, early stopping,
     history, random generators); returns the number of epochs it had finished."""
     state = load_checkpoint(
         path, run.model, run.optimizer, run.schedule.scheduler, run.scaler, map_location=device
     )
+    # A checkpoint from an older course_utils lacks the newer fields: they take their defaults.
+    state["config"] = TrainConfig.from_dict(state["config"]).to_dict()
     check_resumable(path, state, cfg.to_dict(), RESUME_FREE_FIELDS)
     if run.ema is not None:
         run.ema.load_state_dict(state["ema"])
@@ -860,6 +974,8 @@ def _save_epoch(
     ``history.csv``. Each file is replaced atomically, so an interruption never breaks one."""
     for column in HISTORY_COLUMNS:
         run.history[column].append(row[column])
+    if not is_main_process():  # under torchrun, rank 0 alone writes (every process is the same)
+        return
     epoch = int(row["epoch"])
     if improved:  # the weights that were validated: the average, if there is one
         save_checkpoint(out / "best.pt", model=run.eval_model.state_dict(), epoch=epoch,

@@ -43,7 +43,7 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
-    from course_utils.training import warn_if_no_gpu
+    from course_utils.machine import warn_if_no_gpu
 
     warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
@@ -88,12 +88,12 @@ from course_utils.config import (
     SMOKE,
     data_dir,
     default_num_workers,
-    environment_report,
     get_device,
     is_smoke,
     set_seed,
 )
 from course_utils.data import TRAIN_SIZE
+from course_utils.machine import environment_report
 from course_utils.models import resnet18
 
 libraries = (torch, torchvision, np, pd, matplotlib, sns, sklearn, tqdm, torchinfo, course_utils)

@@ -30,7 +30,7 @@
 # - compute the channel mean and std exactly by streaming over batches, and check the result
 #   against an independent computation;
 # - explain with the law of total variance why the mean of per-image stds is smaller than the
-#   dataset std, and what normalizing with the wrong number does.
+#   dataset std, and what normalizing with the wrong number (or with ImageNet's) does.
 #
 # **Course map:** previous: [00 · Setup & imports](00_setup.ipynb).
 # Next: [02 · Augmentation & DataLoaders](02_augmentation_dataloaders.ipynb).
@@ -46,7 +46,7 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
-    from course_utils.training import warn_if_no_gpu
+    from course_utils.machine import warn_if_no_gpu
 
     warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 
 from course_utils.config import get_device
-from course_utils.exercises import check_exercise
+from course_utils.exercises import check_mean_of_per_image_std, check_mean_std
 from course_utils.plotting import class_balance, image_grid
 from course_utils.data import (
     CIFAR10_JPEG_MEAN,
@@ -69,7 +69,7 @@ from course_utils.data import (
     load_cifar10,
     mean_of_per_image_std,
     stratified_subset,
-    test_transform,
+    eval_transform,
 )
 
 print(f"Device: {get_device()} (this notebook only needs the CPU)")
@@ -207,7 +207,7 @@ pd.DataFrame(
     index=[
         "all 50,000 images as float32 (the one-big-batch recipe)",
         "all 50,000 images as uint8 (how they are stored)",
-        "one batch of 5,000 images as float64 (streaming)",
+        "one batch of 5,000 images as float64 or int64 (streaming)",
     ],
 ).round(1)
 
@@ -219,42 +219,49 @@ pd.DataFrame(
 # $$ \sigma^2 = \mathbb{E}[x^2] - \mathbb{E}[x]^2 . $$
 #
 # So `compute_mean_std` walks over the images a batch at a time, adds up $\sum x$ and $\sum x^2$ per
-# channel, and combines them at the end. The sums are kept in float64, where they are **exact**:
-# the pixels are whole numbers and even $\sum x^2 \le 5.12 \cdot 10^7 \cdot 255^2 \approx 3.3 \cdot
-# 10^{12}$ stays far below $2^{53} \approx 9 \cdot 10^{15}$, up to which float64 represents every
-# integer. (The formula above loses precision in 32-bit floats; in exact sums it is safe.)
+# channel on the raw pixel values 0..255, and combines them at the end. It keeps the sums as 64-bit
+# **integers** (`int64`), so they are **exact**: the pixels are whole numbers, and even
+# $\sum x^2 \le 5.12 \cdot 10^7 \cdot 255^2 \approx 3.3 \cdot 10^{12}$ is far below the
+# largest `int64`, about $9.2 \cdot 10^{18}$. The last step, $n \sum x^2 - (\sum x)^2$, is done
+# in Python's unlimited integers, and only the final division and square root are in floating
+# point. (The formula above loses precision when the sums are 32-bit floats; with exact sums it is
+# safe.)
+#
+# Float64 sums would be exact here too, which is what the exercise uses: float64 represents every
+# whole number up to $2^{53} \approx 9 \cdot 10^{15}$, and our sums stay below $3.3 \cdot 10^{12}$.
 #
 # ### Exercise 1: stream the statistics
 #
-# Compute the mean and std of each channel of `train.images`, with the pixels scaled to [0, 1],
-# going over the images in batches of 5,000 and keeping nothing but two float64 running sums per
-# channel. Store the results in `my_mean` and `my_std` (three numbers each, in RGB order).
+# Write `my_mean_std(images, batch_size)`: the mean and std of each channel of `images` (uint8,
+# shape (N, H, W, 3)), with the pixels scaled to [0, 1], going over the images `batch_size` at a
+# time and keeping nothing but two float64 running sums per channel. Return `(mean, std)`, three
+# numbers each, in RGB order.
 #
-# Hints: `batch.reshape(-1, 3)` turns a batch of shape (B, 32, 32, 3) into one row per pixel;
-# `.astype(np.float64)` before summing. The cell after yours checks your answer against
-# `course_utils.data.compute_mean_std`; if you skip the exercise, the notebook goes on with that.
+# Hints: `batch.reshape(-1, 3)` turns a batch of shape (B, H, W, 3) into one row per pixel;
+# `.astype(np.float64)` before summing. The cell after yours runs your function on nine small
+# images in batches of 4 (so the last batch is smaller), then on `train.images` in batches of
+# 5,000, and compares with `course_utils.data.compute_mean_std`. Until your function works, the
+# notebook goes on with that.
 
 # %%
-### BEGIN SOLUTION
-sum_x = np.zeros(3)  # running sum of x per channel (x in 0..255)
-sum_x2 = np.zeros(3)  # running sum of x**2 per channel
-for start in range(0, len(train.images), 5_000):
-    pixels = train.images[start : start + 5_000].reshape(-1, 3).astype(np.float64)  # (B*32*32, 3)
-    sum_x += pixels.sum(axis=0)
-    sum_x2 += (pixels**2).sum(axis=0)
-n_pixels = len(train.images) * 32 * 32
-my_mean = sum_x / n_pixels / 255
-my_std = np.sqrt(sum_x2 / n_pixels - (sum_x / n_pixels) ** 2) / 255
-### END SOLUTION
+def my_mean_std(images: np.ndarray, batch_size: int = 5_000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 images (N, H, W, 3), pixels scaled to [0, 1]."""
+    ### BEGIN SOLUTION
+    sum_x = np.zeros(3)  # running sum of x per channel (x in 0..255)
+    sum_x2 = np.zeros(3)  # running sum of x**2 per channel
+    for start in range(0, len(images), batch_size):
+        pixels = images[start : start + batch_size].reshape(-1, 3).astype(np.float64)  # (B*H*W, 3)
+        sum_x += pixels.sum(axis=0)
+        sum_x2 += (pixels**2).sum(axis=0)
+    n_pixels = images.shape[0] * images.shape[1] * images.shape[2]  # per channel
+    channel_mean = sum_x / n_pixels
+    channel_std = np.sqrt(sum_x2 / n_pixels - channel_mean**2)  # sqrt(E[x^2] - E[x]^2)
+    return channel_mean / 255, channel_std / 255
+    ### END SOLUTION
+
 
 # %%
-mean, std = check_exercise(
-    "channel mean and std",
-    student=lambda: (my_mean, my_std),
-    reference=lambda: compute_mean_std(train.images),
-    hint="Sum x and x**2 per channel over all batches in float64; var = E[x^2] - E[x]^2; "
-    "divide by 255 at the end.",
-)
+mean, std = check_mean_std(my_mean_std, train.images, test_images=test.images)
 
 # %% [markdown]
 # Here is your result next to the published values of both releases:
@@ -322,24 +329,24 @@ assert np.allclose(stream_std, numpy_std, atol=1e-9)
 # %% [markdown]
 # ### Exercise 2: the mean of per-image stds
 #
-# Check the claim yourself on the 5,000-image subset of section 3, whose pixels are already in
-# `x` as floats in [0, 1], shape (5000, 32, 32, 3). Compute each image's own std per channel (over
-# its 32 × 32 pixels), then average over the images. Call the result `my_per_image` (three numbers)
-# and compare it with the dataset std of the same subset, `numpy_std`.
+# Check the claim yourself. Write `my_mean_of_per_image_std(images)`: for uint8 images of shape
+# (N, H, W, 3), scale the pixels to [0, 1], compute each image's own std per channel (over its
+# H × W pixels), then average over the images, and return the three numbers. The check runs it on
+# a few small images and then on the 5,000-image `subset` of section 3, and we compare the result
+# with the dataset std of the same subset, `numpy_std`.
 
 # %%
-### BEGIN SOLUTION
-stds_per_image = x.std(axis=(1, 2))  # (5000, 3): one std per image and channel
-my_per_image = stds_per_image.mean(axis=0)  # (3,)
-### END SOLUTION
+def my_mean_of_per_image_std(images: np.ndarray) -> np.ndarray:
+    """The average over images of each image's own std, per channel: three numbers."""
+    ### BEGIN SOLUTION
+    pixels = images.astype(np.float64) / 255  # (N, H, W, 3) in [0, 1]
+    stds_per_image = pixels.std(axis=(1, 2))  # (N, 3): one std per image and channel
+    return stds_per_image.mean(axis=0)  # (3,)
+    ### END SOLUTION
+
 
 # %%
-per_image_subset = check_exercise(
-    "mean of per-image stds",
-    student=lambda: my_per_image,
-    reference=lambda: mean_of_per_image_std(subset),
-    hint="Take the std over the two pixel axes (height and width), then the mean over images.",
-)
+per_image_subset = check_mean_of_per_image_std(my_mean_of_per_image_std, subset)
 print("mean of per-image stds:", np.round(per_image_subset, 4))
 print("dataset std:           ", numpy_std.round(4))
 
@@ -412,8 +419,8 @@ pd.DataFrame(
 
 # %%
 batch = torch.from_numpy(subset).permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W), uint8
-right = test_transform(mean, std)(batch)  # (5000, 3, 32, 32) float32
-wrong = test_transform(mean, WRONG_CIFAR10_STD)(batch)
+right = eval_transform(mean, std)(batch)  # (5000, 3, 32, 32) float32
+wrong = eval_transform(mean, WRONG_CIFAR10_STD)(batch)
 pd.DataFrame(
     {
         "std after normalizing with the dataset std": right.std(dim=(0, 2, 3)).numpy(),
@@ -434,6 +441,50 @@ assert ((wrong.std(dim=(0, 2, 3)) > 1.15) & (wrong.std(dim=(0, 2, 3)) < 1.35)).a
 # pieces of code disagree: a model trained with one normalization and evaluated or deployed with
 # the other sees inputs on the wrong scale. The cure is cheap: compute the statistics yourself, as
 # above, and write down where each number comes from.
+#
+# ### Another borrowed pair: ImageNet's statistics
+#
+# Many tutorials, one of the documents this course started from among them, normalize CIFAR-10
+# with `Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))` and train the network
+# from scratch. Those are the channel statistics of **ImageNet**'s training photos. They belong
+# with a network *pretrained on ImageNet*: its first layer learned on inputs normalized that way,
+# so fine-tuning it keeps them. A network trained from scratch on CIFAR-10 has never seen an
+# ImageNet image, and for it these are simply the statistics of another dataset. How far off are
+# they? We normalize the same 5,000 images with them:
+
+# %%
+#: The statistics torchvision's pretrained ImageNet models expect (torchvision's documentation).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+imagenet_normalized = eval_transform(IMAGENET_MEAN, IMAGENET_STD)(batch)  # (5000, 3, 32, 32)
+pd.DataFrame(
+    {
+        "CIFAR-10 mean": mean,
+        "ImageNet mean": IMAGENET_MEAN,
+        "CIFAR-10 std": std,
+        "ImageNet std": IMAGENET_STD,
+        "mean after normalizing with CIFAR-10's": right.mean(dim=(0, 2, 3)).numpy(),
+        "mean after normalizing with ImageNet's": imagenet_normalized.mean(dim=(0, 2, 3)).numpy(),
+        "std after normalizing with ImageNet's": imagenet_normalized.std(dim=(0, 2, 3)).numpy(),
+    },
+    index=["red", "green", "blue"],
+).T.round(3)
+
+# %%
+# Sanity check: ImageNet's statistics leave CIFAR-10's inputs off-centre and too spread out.
+shift, spread = imagenet_normalized.mean(dim=(0, 2, 3)), imagenet_normalized.std(dim=(0, 2, 3))
+assert ((shift > 0.0) & (shift < 0.25)).all() and shift[2] > 0.1  # blue: far off centre
+assert ((spread > 1.03) & (spread < 1.22)).all()
+
+# %% [markdown]
+# CIFAR-10's pixels are brighter on average than ImageNet's and more spread out, most of all in
+# blue. Normalized with ImageNet's numbers, the inputs are no longer centred (a mean of about 0.03
+# in red, 0.12 in green and 0.18 in blue, instead of 0) and are 8-16% too spread out. As with
+# 0.2023, the first convolution and its BatchNorm adapt during training to an offset and scale this
+# size, so the accuracy need not suffer much; the mistake is in the reasoning. Normalization
+# statistics describe the data a network is trained on: compute them from your training images,
+# unless you start from weights that were trained on other data with other statistics. On data
+# further from ImageNet (greyscale X-rays, satellite images) the borrowed numbers are much further
+# off.
 
 # %% [markdown]
 # ## Check your understanding
@@ -467,10 +518,13 @@ assert ((wrong.std(dim=(0, 2, 3)) > 1.15) & (wrong.std(dim=(0, 2, 3)) < 1.35)).a
 #   loaded here as `uint8` arrays of shape (N, 32, 32, 3).
 # - Normalization subtracts each channel's mean and divides by its std, computed on the training
 #   split and applied unchanged everywhere.
-# - Mean and std can be computed exactly by streaming: two float64 running sums per channel, one
-#   batch in memory, checked against NumPy.
+# - Mean and std can be computed exactly by streaming: two running sums per channel (integers in
+#   `compute_mean_std`, float64 in your version; both exact here), one batch in memory, checked
+#   against NumPy.
 # - The widely copied `(0.2023, 0.1994, 0.2010)` is the mean of per-image stds; it misses the
 #   between-image term of the law of total variance, and leaves inputs 1.2-1.3 times too spread.
+# - ImageNet's `(0.485, 0.456, 0.406)` / `(0.229, 0.224, 0.225)` belong with ImageNet-pretrained
+#   weights; a network trained from scratch on CIFAR-10 should use CIFAR-10's own statistics.
 # - CIFAR-10's statistics: mean (0.4914, 0.4822, 0.4465), std (0.2470, 0.2435, 0.2616) for the
 #   official release; later notebooks take them from `course_utils.data`.
 #

@@ -47,12 +47,13 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
-    from course_utils.training import warn_if_no_gpu
+    from course_utils.machine import warn_if_no_gpu
 
     warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
 # %%
 import time
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -60,7 +61,7 @@ import pandas as pd
 import torch
 
 from course_utils.config import get_device, is_smoke, set_seed
-from course_utils.exercises import check_exercise
+from course_utils.exercises import check_denormalize, check_train_val_split
 from course_utils.plotting import augmentation_grid
 from course_utils.data import (
     CIFAR10_MEAN,
@@ -71,7 +72,7 @@ from course_utils.data import (
     denormalize,
     load_cifar10,
     make_loader,
-    test_transform,
+    eval_transform,
     train_transform,
     train_val_split,
 )
@@ -104,7 +105,7 @@ print(f"Device: {device}; smoke mode: {is_smoke()}")
 
 # %%
 augment = train_transform()  # the course's default: crop + flip, no rotation
-evaluate = test_transform()
+evaluate = eval_transform()
 print(augment)
 print(evaluate)
 
@@ -137,7 +138,7 @@ fig = augmentation_grid(some, train_transform(rotation=15), n=3, n_views=5)
 # - make the score random: evaluate twice, get two answers;
 # - measure the model on shifted, cropped images with black borders instead of real ones.
 #
-# So validation and test images go through `test_transform`: scale and normalize, nothing random.
+# So validation and test images go through `eval_transform`: scale and normalize, nothing random.
 # (Test-time augmentation, a deliberate technique that averages predictions over a *fixed* set of
 # variants such as the image and its mirror, is another matter: it stays deterministic.)
 #
@@ -175,25 +176,24 @@ print(f"normalized values range from {normalized.min():.2f} to {normalized.max()
 # %% [markdown]
 # ### Exercise 1: un-normalize by hand
 #
-# Undo the normalization of `normalized`, shape (6, 3, 32, 32): multiply each channel by its std
-# and add its mean (`CIFAR10_STD`, `CIFAR10_MEAN`, three numbers each), then clamp to [0, 1] for
-# display. Call the result `my_restored`. Hint: make the statistics tensors of shape (1, 3, 1, 1)
-# so that they broadcast over batch, height and width.
+# Write `my_denormalize(x, mean, std)`, which undoes `Normalize(mean, std)` on a batch `x` of shape
+# (B, 3, H, W): multiply each channel by its std and add its mean (three numbers each), then clamp
+# to [0, 1] for display. Hint: make the statistics tensors of shape (1, 3, 1, 1) so that they
+# broadcast over batch, height and width. The check runs it on a small batch with other
+# statistics, then on `normalized` with the CIFAR-10 ones.
 
 # %%
-### BEGIN SOLUTION
-channel_std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)  # broadcasts over (B, 3, H, W)
-channel_mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-my_restored = (normalized * channel_std + channel_mean).clamp(0, 1)
-### END SOLUTION
+def my_denormalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Undo Normalize(mean, std) on images (B, 3, H, W), clamped to [0, 1] for display."""
+    ### BEGIN SOLUTION
+    channel_std = torch.tensor(std).view(1, 3, 1, 1)  # broadcasts over (B, 3, H, W)
+    channel_mean = torch.tensor(mean).view(1, 3, 1, 1)
+    return (x * channel_std + channel_mean).clamp(0, 1)
+    ### END SOLUTION
+
 
 # %%
-restored = check_exercise(
-    "un-normalize",
-    student=lambda: my_restored,
-    reference=lambda: denormalize(normalized),
-    hint="x * std + mean, with std and mean reshaped to (1, 3, 1, 1); then .clamp(0, 1).",
-)
+restored = check_denormalize(my_denormalize, normalized, CIFAR10_MEAN, CIFAR10_STD)
 
 # %% [markdown]
 # The same six images shown four ways:
@@ -240,46 +240,35 @@ assert error_right < 1e-5 and error_wrong > 0.1
 #
 # ### Exercise 2: a stratified split
 #
-# Split the indices 0..49,999 of `train` into `my_train_idx` (45,000 indices) and `my_val_idx`
-# (5,000 indices) so that the validation part holds exactly 500 images of each class, chosen at
-# random with the generator `rng_split`. Hints: `np.flatnonzero(train.labels == c)` lists the
-# indices of class `c`; `rng_split.choice(indices, size, replace=False)` draws without repeats;
-# `np.setdiff1d(a, b)` keeps what is in `a` but not in `b`.
+# Write `my_train_val_split(labels, val_per_class, seed)`: split the indices 0..N-1 of `labels`
+# into training and validation indices so that the validation part holds exactly `val_per_class`
+# images of each class, chosen at random with a generator made from `seed` (the same seed must give
+# the same split). Return `(train_idx, val_idx)`. Hints: `rng = np.random.default_rng(seed)`;
+# `np.flatnonzero(labels == c)` lists the indices of class `c`; `rng.choice(indices, size,
+# replace=False)` draws without repeats; `np.setdiff1d(a, b)` keeps what is in `a` but not in `b`.
+# Any random stratified split passes the check, not only the one `train_val_split` draws.
 
 # %%
-rng_split = np.random.default_rng(0)
-### BEGIN SOLUTION
-per_class_val = [
-    rng_split.choice(np.flatnonzero(train.labels == c), 500, replace=False) for c in range(10)
-]
-my_val_idx = np.concatenate(per_class_val)
-my_train_idx = np.setdiff1d(np.arange(len(train)), my_val_idx)
-### END SOLUTION
+def my_train_val_split(
+    labels: np.ndarray, val_per_class: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, validation indices), with val_per_class random images of each class
+    held out for validation."""
+    ### BEGIN SOLUTION
+    generator = np.random.default_rng(seed)  # the same seed gives the same split
+    per_class_val = [
+        generator.choice(np.flatnonzero(labels == c), val_per_class, replace=False)
+        for c in np.unique(labels)
+    ]
+    val_idx = np.concatenate(per_class_val)
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)  # every image not held out
+    return train_idx, val_idx
+    ### END SOLUTION
+
 
 # %%
-def is_stratified_split(split, reference) -> bool:
-    """Any random split passes if it has the reference's sizes and class counts, and no overlap."""
-    tr, va = (np.asarray(part, dtype=np.int64) for part in split)
-    ref_tr, ref_va = reference
-
-    def class_counts(indices: np.ndarray) -> np.ndarray:
-        return np.bincount(train.labels[indices], minlength=10)
-
-    return (
-        len(tr) == len(ref_tr)
-        and len(va) == len(ref_va)
-        and np.array_equal(class_counts(va), class_counts(ref_va))
-        and len(np.union1d(tr, va)) == len(train)  # with the sizes above: disjoint and complete
-    )
-
-
-train_idx, val_idx = check_exercise(
-    "stratified train/validation split",
-    student=lambda: (my_train_idx, my_val_idx),
-    reference=lambda: train_val_split(train.labels, val_size=5_000, seed=0),
-    hint="For each class, draw 500 of its indices for validation; training gets all the others.",
-    compare=is_stratified_split,
-)
+train_idx, val_idx = check_train_val_split(my_train_val_split, train.labels, val_per_class=500,
+                                           seed=0)
 pd.DataFrame(
     {
         "train": np.bincount(train.labels[train_idx], minlength=10),
@@ -370,13 +359,17 @@ assert abs(acc_fresh[best] - 0.1) < 2 * standard_error  # ...and is chance on fr
 # | `num_workers` | processes that prepare batches in parallel with training | 0 in notebooks on Windows/macOS and in smoke mode; up to 4 on Linux |
 # | `worker_init_fn` | runs in every new worker | seeds NumPy and `random` in the worker |
 # | `pin_memory` | page-locked memory, for faster copies to a CUDA GPU | on only when training on CUDA |
-# | `drop_last` | drop a final, smaller batch | off (on only if a small last batch causes trouble, e.g. with BatchNorm and a batch of 1) |
+# | `drop_last` | drop a final, smaller batch | off for validation and test (every image counts); on for training (notebook 05's `build_loaders`) |
 #
-# `make_loader` sets all of these with those defaults.
+# `make_loader` sets all of these, with `drop_last` off unless asked. The training loaders of
+# notebook 05 (`build_loaders`) turn it on: 45,000 images make 351 full batches of 128 and a last
+# one of 72, and dropping it means every step sees a full batch, so BatchNorm never normalizes with
+# the statistics of a handful of images (with a batch of one it cannot normalize at all). Each
+# epoch reshuffles, so the dropped images differ from epoch to epoch.
 
 # %%
 train_data = CIFAR10Dataset(splits.train, train_transform())
-val_data = CIFAR10Dataset(splits.val, test_transform())  # validation: no augmentation
+val_data = CIFAR10Dataset(splits.val, eval_transform())  # validation: no augmentation
 train_loader = make_loader(train_data, batch_size=128, shuffle=True, seed=0, device=device)
 val_loader = make_loader(val_data, batch_size=512, shuffle=False, device=device)
 
@@ -446,7 +439,9 @@ for workers in (0, 1) if is_smoke() else (0, 1, 2):
     loader = make_loader(
         full_train, batch_size=256, shuffle=True, num_workers=workers, device=device
     )
-    speeds[f"DataLoader, {workers} workers"] = images_per_second(loader, max_batches)
+    speeds[f"DataLoader, {workers} worker{'s' if workers != 1 else ''}"] = images_per_second(
+        loader, max_batches
+    )
 tensor_loader = TensorLoader(train, batch_size=256, shuffle=True, augment=True, device=device)
 speeds[f"TensorLoader on {device}"] = images_per_second(tensor_loader, max_batches)
 
@@ -494,8 +489,14 @@ pd.Series(speeds, name="images/s").round(0).to_frame()
 #
 # 1. A mirrored car is still a plausible car photo; an upside-down one is not something the test
 #    set contains, so learning it wastes capacity and can blur what the classes look like.
-# 2. The test loader uses the training (random) transform, or the model is not in `eval()` mode
-#    (notebook 05), so results depend on random draws or on the batch.
+# 2. The test data goes through the training (random) transform, so every evaluation sees other
+#    crops and flips. A missing `model.eval()` (notebook 05) is a bug too, but on its own it does
+#    not make two evaluations differ: with the images in the same order, training-mode BatchNorm
+#    normalizes each batch with that batch's own statistics and gives the same (wrong) outputs both
+#    times, since nothing else in this network is random. What it does is make each prediction
+#    depend on which images share its batch and on the batch size, and update the running
+#    statistics with test images. If the test loader also shuffles, then the batches differ and a
+#    missing `model.eval()` does change the result from one evaluation to the next.
 # 3. Grow with more candidates (a more extreme maximum); shrink with a larger test set (each
 #    model's score is less noisy, by a factor of about $\sqrt{10}$).
 # 4. Use `num_workers=0`, or move `MyTransform` into a `.py` module and import it, so the spawned

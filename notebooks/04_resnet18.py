@@ -48,7 +48,7 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
-    from course_utils.training import warn_if_no_gpu
+    from course_utils.machine import warn_if_no_gpu
 
     warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
@@ -71,7 +71,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from course_utils.config import set_seed
-from course_utils.exercises import check_exercise
+from course_utils.exercises import CONV_CASES, check_conv_arithmetic, check_make_layer
 from course_utils.models import (
     RESNET_SPECS,
     BasicBlock,
@@ -124,7 +124,8 @@ architecture["share of parameters"] = share.map("{:.2%}".format)
 architecture
 
 # %%
-# Sanity check: the shapes of the table, the published parameter count, and the "18".
+# Sanity check: the shapes of the table, the parameter count of the widely used CIFAR ResNet-18
+# (kuangliu's pytorch-cifar has the same 11,173,962), and the "18".
 expected = {"stem": (64, 32, 32), "layer1": (64, 32, 32), "layer2": (128, 16, 16),
             "layer3": (256, 8, 8), "layer4": (512, 4, 4), "pool": (512,), "fc": (10,)}
 assert {name: tuple(t.shape[1:]) for name, t in outputs.items()} == expected
@@ -159,6 +160,10 @@ print(f"{count_parameters(model):,} parameters; {len(main_path)} weighted layers
 # Write it as a function of its inputs (instead of reading `self.inplanes`): a stage of `blocks`
 # blocks of type `block` (`BasicBlock` or `Bottleneck`; both are called as
 # `block(inplanes, planes, stride)`), the first one with `inplanes` input channels and the stride.
+#
+# The check builds the first two stages of a ResNet-18 and of a ResNet-50 (all at width 16, to be
+# quick) with your function, compares them block by block with the real stages, copies the real
+# weights into them, and compares the outputs on a random input.
 
 # %%
 def my_make_layer(
@@ -173,41 +178,10 @@ def my_make_layer(
     ### END SOLUTION
 
 
-my_make_layer(BasicBlock, 64, 128, blocks=2, stride=2)
-
-# %% [markdown]
-# The check builds `layer2` of a ResNet-18 and of a ResNet-50 (both at width 16, to be quick) with
-# your function, copies the real stage's weights into it (which only works if every block and layer
-# matches), and compares the parameter count and the output on a random input.
-
 # %%
-def stage_result(
-    stage: nn.Module, reference: nn.Module, x: torch.Tensor
-) -> tuple[int, torch.Tensor]:
-    """(parameter count, output on x) of `stage`, after loading the weights of `reference`."""
-    stage.load_state_dict(reference.state_dict())  # fails unless the structure is identical
-    with torch.no_grad():
-        return count_parameters(stage), stage.eval()(x)
-
-
-set_seed(0)
-reference18, reference50 = resnet18(width=16).eval(), resnet(50, width=16).eval()
-x18, x50 = torch.randn(2, 16, 32, 32), torch.randn(2, 64, 32, 32)  # inputs of their layer2
-stage_check = check_exercise(
-    "_make_layer",
-    student=lambda: [
-        stage_result(my_make_layer(BasicBlock, 16, 32, 2, 2), reference18.layer2, x18),
-        stage_result(my_make_layer(Bottleneck, 64, 32, 4, 2), reference50.layer2, x50),
-    ],
-    reference=lambda: [
-        stage_result(reference18.layer2, reference18.layer2, x18),
-        stage_result(reference50.layer2, reference50.layer2, x50),
-    ],
-    hint="First block: block(inplanes, planes, stride); then blocks - 1 times "
-    "block(planes * block.expansion, planes); wrap them all in nn.Sequential.",
-)
-for name, (n_params, out) in zip(("ResNet-18 layer2", "ResNet-50 layer2"), stage_check):
-    print(f"{name}: {n_params:,} parameters, output {tuple(out.shape)}")
+stage_check = check_make_layer(my_make_layer)
+for name, (n_params, shape) in stage_check.items():
+    print(f"{name}: {n_params:,} parameters, output {shape} for an 8 x 8 input")
 
 # %% [markdown]
 # Compare with the course's version, which also keeps `self.inplanes` up to date:
@@ -221,10 +195,15 @@ for name, (n_params, out) in zip(("ResNet-18 layer2", "ResNet-50 layer2"), stage
 # and 7 pixels. The task statement this course follows uses that stem as is.
 #
 # CIFAR-10 images are 32 × 32. The same stem takes them to 8 × 8 before the first block, and
-# `layer4` ends at **1 × 1**. For CIFAR, He et al. (section 4.2) start with a single 3 × 3
-# convolution of stride 1 and no pooling, and the CIFAR versions of ResNet-18 that reach about 95%
-# do the same: the stages then work at 32, 16, 8 and 4 pixels. `ResNet(stem="cifar")` (the
-# course's default) and `ResNet(stem="imagenet")` build the two.
+# `layer4` ends at **1 × 1**. For CIFAR-10, He et al. (section 4.2) designed different, much
+# thinner networks: a single 3 × 3 convolution of stride 1 and no pooling, then three stages of 16,
+# 32 and 64 channels working at 32, 16 and 8 pixels. Those are ResNet-20, -32, -44, -56 and -110,
+# with 0.27 to 1.7 million parameters. The network this course trains is not one of them: it is
+# the ImageNet ResNet-18 (four stages, 64 to 512 channels, 11 million parameters) with its stem
+# replaced by that single 3 × 3, stride-1 convolution. This adaptation is widely used for CIFAR-10
+# (for example in kuangliu's `pytorch-cifar`, a popular collection of CIFAR training scripts); its
+# stages work at 32, 16, 8 and 4 pixels. `ResNet(stem="cifar")` (the course's default) and
+# `ResNet(stem="imagenet")` build the two versions of ResNet-18.
 
 # %%
 stems = {}
@@ -313,10 +292,10 @@ assert (difference.drop("stem") == 0).all()
 #
 # ### Exercise 2: a convolution by hand
 #
-# Write the three formulas as functions. The check runs them on six convolutions from this notebook
-# and compares with a real `nn.Conv2d`: its output shape, `count_parameters`, and the operations
-# PyTorch's own `FlopCounterMode` counts while the convolution runs (it reports FLOPs, so we halve
-# them).
+# Write the three formulas as functions. The check runs them on seven convolutions (those of this
+# notebook and two more) and compares with a real `nn.Conv2d`: its output shape,
+# `count_parameters`, and the operations PyTorch's own `FlopCounterMode` counts while the
+# convolution runs (it reports FLOPs, so the check halves them). Each function gets its own verdict.
 
 # %%
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -340,42 +319,10 @@ def conv_macs(c_in: int, c_out: int, kernel: int, out_size: int) -> int:
     ### END SOLUTION
 
 
-conv_output_size(32, 7, stride=2, padding=3), conv_parameters(3, 64, 7), conv_macs(3, 64, 7, 16)
 
 # %%
-# (c_in, c_out, kernel, stride, padding, input size, bias)
-conv_cases = [
-    (3, 64, 3, 1, 1, 32, False),  # CIFAR stem
-    (3, 64, 7, 2, 3, 32, False),  # ImageNet stem on a CIFAR image
-    (3, 64, 7, 2, 3, 227, False),  # ImageNet stem on a 227 x 227 image
-    (64, 128, 3, 2, 1, 32, False),  # first conv of layer2
-    (64, 128, 1, 2, 0, 32, False),  # projection shortcut of layer2
-    (16, 10, 5, 1, 0, 12, True),  # something else, with a bias
-]
-
-
-def by_hand(case: tuple) -> tuple[int, int, int]:
-    c_in, c_out, k, s, p, n, bias = case
-    out = conv_output_size(n, k, s, p)
-    return out, conv_parameters(c_in, c_out, k, bias), conv_macs(c_in, c_out, k, out)
-
-
-def measured(case: tuple) -> tuple[int, int, int]:
-    c_in, c_out, k, s, p, n, bias = case
-    conv = nn.Conv2d(c_in, c_out, k, stride=s, padding=p, bias=bias)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        out = conv(torch.zeros(1, c_in, n, n))  # (1, c_out, H_out, W_out)
-    return out.shape[-1], count_parameters(conv), counter.get_total_flops() // 2
-
-
-conv_facts = check_exercise(
-    "convolution arithmetic",
-    student=lambda: [by_hand(case) for case in conv_cases],
-    reference=lambda: [measured(case) for case in conv_cases],
-    hint="size: (n + 2p - k) // s + 1; parameters: c_out * (c_in * k * k + bias); "
-    "MACs: c_out * out * out * c_in * k * k.",
-)
-names = [f"{c[0]}->{c[1]}, {c[2]}x{c[2]}, stride {c[3]}, on {c[5]}x{c[5]}" for c in conv_cases]
+conv_facts = check_conv_arithmetic(conv_output_size, conv_parameters, conv_macs)
+names = [f"{c[0]}->{c[1]}, {c[2]}x{c[2]}, stride {c[3]}, on {c[5]}x{c[5]}" for c in CONV_CASES]
 pd.DataFrame(conv_facts, columns=["output size", "parameters", "multiply-adds"], index=names)
 
 # %% [markdown]
@@ -593,11 +540,18 @@ assert abs(widths.loc[16, "parameters"] / widths.loc[64, "parameters"] - 1 / 16)
 # ## 9. Initialisation, and `zero_init_residual`
 #
 # `ResNet` initialises all its layers in one place, `_init_weights`. Convolutions get **Kaiming
-# normal** weights (He et al., 2015): standard deviation $\sqrt{2 / \text{fan}}$, where the fan is
-# the number of connections ($C_\text{out} \cdot k^2$ in the "fan_out" mode used here, like
-# torchvision). The factor 2 makes up for the ReLU, which zeroes half of the values; with it, the
-# signal keeps its scale through many layers. BatchNorm layers start as the identity (scale 1,
-# shift 0).
+# normal** weights (He et al., 2015): standard deviation $\sqrt{2 / \text{fan}}$. The factor 2
+# makes up for the ReLU, which zeroes half of the values. The fan is a number of connections, and
+# which one decides what is kept at a steady scale from layer to layer:
+# - "fan_in", $C_\text{in} \cdot k^2$, the inputs of each output value: the variance of the
+#   activations in the **forward** pass;
+# - "fan_out", $C_\text{out} \cdot k^2$, the mode used here, like torchvision: the variance of the
+#   gradients in the **backward** pass.
+#
+# He et al. show that either one is enough to keep both signals from exploding or vanishing with
+# depth, and inside a stage, where $C_\text{in} = C_\text{out}$, the two are the same. In a ResNet
+# the BatchNorm after every convolution re-normalizes the forward signal anyway. BatchNorm layers
+# start as the identity (scale 1, shift 0).
 
 # %%
 weight = model.layer3[1].conv1.weight  # (256, 256, 3, 3)
@@ -651,7 +605,8 @@ print("first values of layer1[0].bn2.weight:", zero_init.layer1[0].bn2.weight.de
 # ## What you learned
 #
 # - ResNet-18 = stem + 4 stages of 2 basic blocks + global average pooling + a linear layer;
-#   18 weighted layers and 11,173,962 parameters for CIFAR-10.
+#   18 weighted layers and 11,173,962 parameters in the CIFAR-10 version the course trains, an
+#   adaptation of the ImageNet network (He et al.'s own CIFAR-10 ResNets are much thinner).
 # - `_make_layer` builds a stage: the first block takes the stride and the channel change (and
 #   the projection), the others keep the shape.
 # - On 32 × 32 images the ImageNet stem leaves `layer4` at 1 × 1, where 8/9 of its 3 × 3 weights

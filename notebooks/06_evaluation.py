@@ -47,7 +47,7 @@ if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
     )
-    from course_utils.training import warn_if_no_gpu
+    from course_utils.machine import warn_if_no_gpu
 
     warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
@@ -63,9 +63,15 @@ import torch
 from sklearn import metrics
 from sklearn.neighbors import NearestNeighbors
 
-from course_utils.cli import build_loaders
+from course_utils.checkpoints import load_checkpoint
 from course_utils.config import SMOKE, get_device, is_smoke, runs_dir, set_seed
-from course_utils.data import CIFAR10_MEAN, CIFAR10_STD, cifar10_splits, compute_mean_std
+from course_utils.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    build_loaders,
+    cifar10_splits,
+    compute_mean_std,
+)
 from course_utils.evaluation import (
     classification_report,
     confusion_matrix,
@@ -75,18 +81,15 @@ from course_utils.evaluation import (
     predict,
     tsne_embedding,
 )
-from course_utils.exercises import check_exercise
+from course_utils.exercises import check_confusion_matrix, check_precision_recall_f1
 from course_utils.plotting import mistakes_gallery, plot_confusion, tsne_scatter
-from course_utils.training import (
-    PRESETS,
-    TrainConfig,
-    build_model,
+from course_utils.models import (
+    count_parameters,
     describe_architecture,
-    fit,
-    load_checkpoint,
     model_architecture,
-    smoke_config,
+    to_device,
 )
+from course_utils.training import PRESETS, TrainConfig, build_model, fit, smoke_config
 
 device = get_device()
 print(f"Device: {device}; smoke mode: {is_smoke()}")
@@ -99,13 +102,19 @@ print(f"Device: {device}; smoke mode: {is_smoke()}")
 # 1. notebook 05's run, `runs/notebook05/best.pt`;
 # 2. otherwise the most recent other run folder under `runs/`, such as one written by
 #    `python -m course_utils train`;
-# 3. otherwise it trains a quick model itself, and says so.
+# 3. otherwise the model shipped with the course, `checkpoints/cpu/best.pt` (the `cpu` preset,
+#    trained on a laptop's CPU; the command that made it and its metrics lie beside it), after
+#    `course_utils.transfer` has checked its sha256;
+# 4. otherwise it trains a quick model itself, and says so.
 #
 # Among several runs it takes the most recent, not the one with the best test accuracy: picking a
 # model by its test score is the selection-on-the-test-set mistake of notebooks 02 and 05, one
 # level up. If you want to compare runs, compare their validation scores.
 
 # %%
+from course_utils.transfer import SHIPPED_CHECKPOINTS, pretrained_file
+
+
 def find_checkpoint(runs: Path) -> Path | None:
     """Notebook 05's best checkpoint if there is one, else the most recent other run's."""
     notebook_run = runs / "notebook05" / "best.pt"
@@ -116,14 +125,19 @@ def find_checkpoint(runs: Path) -> Path | None:
 
 
 checkpoint_path = find_checkpoint(runs_dir())
-if checkpoint_path is None:
+if checkpoint_path is not None:
+    print(f"Evaluating a run found under {runs_dir()}: {checkpoint_path}")
+elif "cpu" in SHIPPED_CHECKPOINTS:
+    checkpoint_path = pretrained_file("cpu")  # the shipped checkpoint, its sha256 checked
+    print(f"No run of yours under {runs_dir()}: evaluating the model shipped with the course, "
+          f"{checkpoint_path}. Notebook 05 or `python -m course_utils train` trains your own.")
+else:
     if is_smoke():
         quick = smoke_config(PRESETS["cpu"])
     elif device.type == "cuda":
         quick = replace(PRESETS["full"], epochs=10)
     else:
         quick = replace(PRESETS["cpu"], epochs=1)
-    quick = replace(quick, out_dir=str(runs_dir() / "notebook06-quick"))
     print(f"No trained model found under {runs_dir()}. Training a quick one now "
           f"({quick.epochs} epoch(s) at width {quick.width}) so that this notebook has something "
           "to evaluate. It is far weaker than a real run: run notebook 05 or "
@@ -134,9 +148,10 @@ if checkpoint_path is None:
     quick_train, quick_val, _ = build_loaders(quick_splits, quick, quick_mean, quick_std, device)
     set_seed(quick.seed)
     quick_run = fit(build_model(quick), quick_train, quick_val, quick, device,
-                    classes=quick_splits.train.classes, mean=quick_mean, std=quick_std)
+                    out_dir=runs_dir() / "notebook06-quick", classes=quick_splits.train.classes,
+                    mean=quick_mean, std=quick_std)
     checkpoint_path = quick_run.best_checkpoint
-print(f"Evaluating {checkpoint_path}")
+    print(f"Evaluating the quick model: {checkpoint_path}")
 
 # %% [markdown]
 # ## 2. A checkpoint describes its model
@@ -167,9 +182,8 @@ pd.Series({
 # %%
 model = build_model(cfg, num_classes=len(classes))
 load_checkpoint(checkpoint_path, model)  # checks the architecture, then loads the weights
-memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-model.to(device, memory_format=memory_format).eval()
-n_parameters = sum(p.numel() for p in model.parameters())
+to_device(model, device, cfg.channels_last)  # the layout predict() will use, decided in one place
+n_parameters = count_parameters(model)
 print(f"rebuilt {describe_architecture(model_architecture(model))}: {n_parameters:,} parameters")
 assert model_architecture(model) == checkpoint["architecture"]  # the network the file came from
 
@@ -193,7 +207,7 @@ assert model_architecture(model) == checkpoint["architecture"]  # the network th
 # %%
 splits = cifar10_splits(val_size=cfg.val_size, seed=cfg.seed, download=True)  # smoke: 500 test
 _, _, test_loader = build_loaders(splits, cfg, mean, std, device)  # only the test loader is used
-pred = predict(model, test_loader, device, channels_last=cfg.channels_last)
+pred = predict(model, test_loader, device, channels_last=cfg.channels_last, amp=cfg.amp)
 n_test = len(pred)
 standard_error = math.sqrt(pred.accuracy * (1 - pred.accuracy) / n_test)
 print(f"TEST accuracy {pred.accuracy:.2%} ± {standard_error:.2%} (one standard error), "
@@ -257,7 +271,9 @@ if len(set(per_class["total"])) == 1:  # every class has the same number of test
 #
 # Write `my_confusion_matrix(y_true, y_pred, num_classes)` returning the `(num_classes,
 # num_classes)` matrix of counts as integers. The check compares it with scikit-learn's
-# `confusion_matrix` on the test predictions.
+# `confusion_matrix` on a small example (with repeated pairs and a class that never occurs) and on
+# the test predictions. Try it on a small example of your own first, in a new cell:
+# `my_confusion_matrix(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), num_classes=3)`.
 
 # %%
 def my_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -271,15 +287,8 @@ def my_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int
     ### END SOLUTION
 
 
-my_confusion_matrix(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2]), num_classes=3)
-
 # %%
-cm = check_exercise(
-    "confusion matrix",
-    student=lambda: my_confusion_matrix(pred.labels, pred.preds, len(classes)),
-    reference=lambda: confusion_matrix(pred, len(classes)),
-    hint="For every image, add 1 at [true class, predicted class]; the true class picks the row.",
-)
+cm = check_confusion_matrix(my_confusion_matrix, pred.labels, pred.preds, len(classes))
 
 # %%
 # Sanity checks: rows sum to the images of each class, columns to the predictions of each class,
@@ -312,7 +321,8 @@ fig = plot_confusion(cm, classes)
 # Write `my_precision_recall_f1(cm)` returning a `(C, 3)` array whose row $c$ holds the precision,
 # recall and F1 of class $c$. When a denominator is zero (a class that is never predicted has no
 # precision), use 0, as scikit-learn does with `zero_division=0`. The check compares your numbers
-# with `classification_report`.
+# with scikit-learn's on two small matrices (one with a class that is never predicted, one with a
+# class that has no images) and on `cm`.
 
 # %%
 def my_precision_recall_f1(cm: np.ndarray) -> np.ndarray:
@@ -330,16 +340,8 @@ def my_precision_recall_f1(cm: np.ndarray) -> np.ndarray:
     ### END SOLUTION
 
 
-my_precision_recall_f1(np.array([[2, 1, 0], [0, 1, 0], [1, 0, 2]]))
-
 # %%
-prf = check_exercise(
-    "precision, recall and F1 from the matrix",
-    student=lambda: my_precision_recall_f1(cm),
-    reference=lambda: report.loc[classes, ["precision", "recall", "f1-score"]].to_numpy(float),
-    hint="precision = diagonal / column sums, recall = diagonal / row sums, F1 = 2PR / (P + R); "
-    "where a denominator is 0, the result is 0.",
-)
+prf = check_precision_recall_f1(my_precision_recall_f1, cm)
 
 # %% [markdown]
 # Precision against recall, one point per class. On the diagonal, a class is predicted about as

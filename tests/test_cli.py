@@ -196,3 +196,18 @@ def test_bad_values_are_rejected_before_any_work(tmp_path: Path, flags: list[str
     last = done.stderr.strip().splitlines()[-1]
     assert named in last and "Traceback" not in done.stderr, done.stderr
     assert "not found" not in done.stderr and not (tmp_path / "cache").exists()
+
+
+def test_cpu_mixed_precision_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch, capsys):
+    from course_utils import cli
+
+    monkeypatch.delenv("COURSE_SMOKE", raising=False)
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(cli, "cpu_has_native_bfloat16", lambda: True)
+    cfg, _ = resolve_config(build_parser().parse_args(["train", "--preset", "cpu"]), cpu)
+    assert cfg.amp and "has native bfloat16" in capsys.readouterr().out
+    args = build_parser().parse_args(["train", "--preset", "cpu", "--no-amp"])
+    assert not resolve_config(args, cpu)[0].amp  # the user's word wins
+    monkeypatch.setattr(cli, "cpu_has_native_bfloat16", lambda: False)
+    assert not resolve_config(build_parser().parse_args(["train", "--preset", "full"]), cpu)[0].amp
+    assert PRESETS["full"].amp  # on a GPU the preset keeps float16

@@ -1,4 +1,7 @@
-"""Tests of the exercise self-check: pass, missing, wrong and crashing solutions."""
+"""Tests of the generic self-check machinery: correct, missing, wrong and crashing solutions.
+
+(Each notebook exercise's own check, with its list of wrong answers: tests/test_selfchecks.py.)
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import numpy as np
 import torch
 
 from course_utils.exercises import check_exercise, results_match
+from course_utils.exercises.core import _forbid
 
 
 def test_results_match_against_numpy_and_torch():
@@ -25,7 +29,7 @@ def test_results_match_against_numpy_and_torch():
 def test_passing_solution_is_used(capsys):
     result = check_exercise("sum", student=lambda: np.array([3.0]), reference=lambda: np.array([3.0]))
     assert result[0] == 3.0
-    assert "passed" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("[sum] correct: ")
 
 
 def test_missing_solution_falls_back_with_hint(capsys):
@@ -34,22 +38,42 @@ def test_missing_solution_falls_back_with_hint(capsys):
 
     result = check_exercise("sum", student, reference=lambda: 7, hint="add them up")
     out = capsys.readouterr().out
-    assert result == 7 and "not solved yet" in out and "hint: add them up" in out
+    assert result == 7 and "hint: add them up" in out
+    assert out.startswith("[sum] not solved yet: the rest of this notebook uses the reference")
 
 
 def test_wrong_solution_falls_back(capsys):
     result = check_exercise("sum", student=lambda: 6, reference=lambda: 7, hint="off by one?")
     out = capsys.readouterr().out
-    assert result == 7 and "not quite" in out and "off by one?" in out
+    assert result == 7 and out.startswith("[sum] not right yet: ") and "off by one?" in out
 
 
 def test_crashing_solution_is_reported_and_falls_back(capsys):
     result = check_exercise("sum", student=lambda: 1 / 0, reference=lambda: 7)
     out = capsys.readouterr().out
-    assert result == 7 and "ZeroDivisionError" in out
+    assert result == 7 and out.startswith("[sum] not right yet: ") and "ZeroDivisionError" in out
 
 
 def test_custom_comparison():
     result = check_exercise("shape", student=lambda: torch.zeros(2, 5), reference=lambda: torch.ones(2, 5),
                             compare=lambda a, b: a.shape == b.shape)
     assert torch.equal(result, torch.zeros(2, 5))
+
+
+def test_forbidden_reference_is_trapped_and_restored():
+    import types
+
+    from course_utils import exercises as E
+
+    owner = types.SimpleNamespace(reference=lambda: 1)
+    original = owner.reference
+    namespace = {"alias": original}
+    exec("def student():\n    return alias()", namespace)  # noqa: S102
+    try:
+        with _forbid(namespace["student"], [(owner, "reference")], "no peeking"):
+            namespace["student"]()
+    except E.Wrong as wrong:
+        assert str(wrong) == "no peeking"
+    else:
+        raise AssertionError("the alias of the reference was not trapped")
+    assert owner.reference is original and namespace["alias"] is original

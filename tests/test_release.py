@@ -44,11 +44,38 @@ def test_placeholder_raises_not_implemented():
 
 
 def test_several_regions_and_markdown():
-    source = "a = 1\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION\nc = 3\n### BEGIN SOLUTION\nd = 4\n### END SOLUTION"
+    source = ("def f():\n    a = 1\n    ### BEGIN SOLUTION\n    b = 2\n    ### END SOLUTION\n\n\n"
+              "class C:\n    def g(self):\n        ### BEGIN SOLUTION\n        d = 4\n        ### END SOLUTION")
     out, removed = R.strip_solutions(source, "x")
-    assert removed == ["b = 2", "d = 4"] and out.count(R.PLACEHOLDER) == 2
+    assert removed == ["    b = 2", "        d = 4"] and out.count(R.PLACEHOLDER) == 2
+    compile(out, "student", "exec")
     md, removed = R.strip_solutions("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", "x", markdown=True)
     assert md == "Why?\n" + R.MARKDOWN_PLACEHOLDER and removed == ["Because."]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "### BEGIN SOLUTION\nmy_mean = 0.5\n### END SOLUTION",  # at the top level of the cell
+        "class Block:\n    ### BEGIN SOLUTION\n    size = 3\n    ### END SOLUTION",  # class body
+        "%matplotlib inline\nfor i in range(3):\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION",
+    ],
+)
+def test_region_outside_a_function_is_refused(source):
+    """Its placeholder would raise when the cell runs and stop Run All: the exercise must be a
+    function that the self-check calls."""
+    with pytest.raises(R.ReleaseError, match="outside a function") as info:
+        R.strip_solutions(source, "01_topic.ipynb, cell 4")
+    assert "01_topic.ipynb, cell 4" in str(info.value)
+
+
+def test_student_cell_that_only_defines_functions_runs():
+    """Running an exercise cell of a student notebook defines the function and raises nothing."""
+    source, _ = R.strip_solutions(SOLUTION_CELL.rsplit("\n", 1)[0], "nb, cell 1")
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102 - defining the function must not raise
+    with pytest.raises(NotImplementedError):
+        namespace["channel_means"](None)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,6 @@ from course_utils.checkpoints import (
     save_checkpoint,
 )
 from course_utils.config import set_seed
-from course_utils.evaluation import predict
 from course_utils.data import (
     CIFAR10Dataset,
     TensorLoader,
@@ -29,6 +28,7 @@ from course_utils.data import (
     make_loader,
     train_transform,
 )
+from course_utils.evaluation import predict
 from course_utils.models import model_architecture, resnet18, resnet34
 from course_utils.training import (
     HISTORY_COLUMNS,
