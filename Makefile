@@ -46,8 +46,9 @@ test: $(STAMP)
 # The tests that train, and every notebook, with oneDNN limited to AVX2 kernels (what most laptops
 # have): a machine with AVX-512 otherwise never runs the kernels students' machines run.
 # AVX2_NOTEBOOKS= leaves the notebooks out (CI executes them under AVX2 in the website build).
-AVX2_TESTS = tests/test_training.py tests/test_cli.py \
-  $(wildcard tests/test_experiments.py tests/test_*distributed*.py tests/test_*onednn*.py)
+AVX2_TESTS = tests/test_training.py tests/test_cli.py tests/test_memory_format.py \
+  tests/test_recipe.py $(wildcard tests/test_experiments.py tests/test_*distributed*.py \
+  tests/test_transfer.py)
 AVX2_NOTEBOOKS ?= notebooks
 test-avx2: $(STAMP)
 	COURSE_SMOKE=1 ONEDNN_MAX_CPU_ISA=AVX2 $(PY) -m pytest --nbval-lax --nbval-current-env \

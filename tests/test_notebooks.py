@@ -30,8 +30,13 @@ def _ids(paths: list[Path]) -> list[str]:
     return [p.stem for p in paths]
 
 
-def test_seven_numbered_notebooks():
-    assert [p.name[:2] for p in SOLUTIONS] == [f"{i:02d}" for i in range(7)]
+#: The numbered notebooks: the core sequence 00-06 and the labs after it. 07, the experiments lab,
+#: is not written yet (it needs the committed experiment tables).
+NOTEBOOK_NUMBERS = [f"{i:02d}" for i in range(7)] + ["08"]
+
+
+def test_numbered_notebooks():
+    assert [p.name[:2] for p in SOLUTIONS] == NOTEBOOK_NUMBERS
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=_ids(SOLUTIONS))
@@ -84,7 +89,8 @@ def _solution_regions(path: Path) -> list[tuple[int, list[str]]]:
 def test_exercises_have_self_checks(path: Path):
     notebook = nbformat.read(path, as_version=4)
     exercise_cells = [i for i, c in enumerate(notebook.cells) if c.cell_type == "code" and R.BEGIN in c.source]
-    assert len(exercise_cells) >= 2, f"{path.name} needs at least two exercises"
+    wanted = 2 if path.name < "07" else 1  # the labs after the core sequence: at least one
+    assert len(exercise_cells) >= wanted, f"{path.name} needs at least {wanted} exercises"
     for index in exercise_cells:
         following = [c for c in notebook.cells[index + 1 :] if c.cell_type == "code"][:1]
         assert following and re.search(r"\bcheck_\w+\(", following[0].source), (
