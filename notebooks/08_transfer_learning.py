@@ -55,8 +55,9 @@ if "google.colab" in sys.modules:
     warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
 # %%
-import math
+import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
@@ -80,7 +81,7 @@ from course_utils.data import (
     set_loader_epoch,
     stratified_subset,
 )
-from course_utils.exercises import check_exercise
+from course_utils.exercises.notebook08 import check_parameter_groups
 from course_utils.models import count_parameters, resnet18
 from course_utils.training import (
     TrainConfig,
@@ -102,8 +103,6 @@ from course_utils.transfer import (
     PretrainedNotFoundError,
     Resized,
     imagenet_state_dict,
-    learning_rates,
-    parameter_groups,
     replace_head,
     select_classes,
 )
@@ -178,9 +177,14 @@ animal_model = build_model(pretrain_cfg, num_classes=len(ANIMALS))
 if pretrain_cfg.minutes is not None:
     try:
         pretrain_cfg = fit_to_budget(pretrain_cfg, animal_model, animal_loaders, device, start)
-    except BudgetError as too_slow:  # a very slow or very busy machine
-        print(f"{too_slow}\nTraining one epoch anyway: it will take longer than planned.")
+    except BudgetError as too_slow:  # a slow or busy machine: one epoch of the images that fit
+        speed = measure_throughput(animal_model, *animal_loaders[:2], pretrain_cfg, device)
+        fit_images = 60 * PRETRAIN_MINUTES / speed.train * pretrain_cfg.batch_size
+        keep = stratified_subset(animals.train.labels, int(fit_images / len(ANIMALS)))
+        animal_loaders = build_loaders(replace(animals, train=animals.train.subset(keep)),
+                                       pretrain_cfg, mean, std, device)
         pretrain_cfg = replace(pretrain_cfg, epochs=1)
+        print(f"{too_slow}\nSo: one epoch of {len(keep):,} of the animal images.")
 out = runs_dir() / "notebook08" / "animals"  # not runs/<run>/: notebook 06 looks there
 pretraining = fit(animal_model, animal_loaders[0], animal_loaders[1], pretrain_cfg, device,
                   out_dir=out, classes=ANIMALS, mean=mean, std=std)
@@ -263,8 +267,8 @@ assert all(not m.training for m in probe.train().modules() if isinstance(m, nn.B
 # Write `my_parameter_groups(model, lr, backbone_lr)`: the parameter groups for fine-tuning, a
 # list of two dictionaries as in the `SGD` call above. The head (`model.fc`) learns at `lr`, every
 # other parameter at `lr * backbone_lr`, and every parameter is in exactly one group. The check
-# gives your groups and `parameter_groups`' to `learning_rates`, which lists the learning rate
-# each named parameter gets, and compares the two.
+# tries two pairs of `lr` and `backbone_lr` and compares the learning rate each named parameter
+# gets from your groups with what `course_utils.transfer.parameter_groups` gives.
 
 # %%
 def my_parameter_groups(model: nn.Module, lr: float, backbone_lr: float) -> list[dict]:
@@ -280,13 +284,7 @@ def my_parameter_groups(model: nn.Module, lr: float, backbone_lr: float) -> list
 
 # %%
 demo = build_model(transfer_cfg, num_classes=len(VEHICLES))
-rates = check_exercise(
-    "Exercise: parameter groups",
-    student=lambda: learning_rates(my_parameter_groups(demo, 0.1, BACKBONE_LR), demo),
-    reference=lambda: learning_rates(parameter_groups(demo, 0.1, BACKBONE_LR), demo),
-    hint="model.fc's weight and bias at lr; all the other parameters, once each, at "
-         "lr * backbone_lr",
-)
+rates = check_parameter_groups(my_parameter_groups, demo)  # lr 0.1, backbone_lr 0.1 shown below
 pd.Series(rates).groupby(lambda name: name.split(".")[0], sort=False).agg(["min", "max", "count"])
 
 # %% [markdown]
@@ -315,31 +313,39 @@ affordable = (60 * TRANSFER_MINUTES - tests) / (len(LABELS_PER_CLASS) * steps_pe
 TRANSFER_STEPS = int(max(10, min(MAX_STEPS, affordable)))
 print(f"{transfer_cfg.batch_size / speed.train:.0f} training images/s here: {TRANSFER_STEPS} steps "
       f"of {transfer_cfg.batch_size} images per run")
+if TRANSFER_STEPS < MAX_STEPS:
+    print("A slower (or busier) machine than this notebook was sized for: the runs are shorter, "
+          "and the differences between the methods smaller and noisier.")
 
 # %% [markdown]
 # The loop is the one notebook 05 wrote, `train_one_epoch`, with the optimizer and schedule of
 # `build_optimizer` and `build_scheduler`:
 
 # %%
+def batches(loader: TensorLoader, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of `loader`, pass after pass (each shuffled and augmented anew), without end."""
+    for epoch in itertools.count(1):
+        set_loader_epoch(loader, seed, epoch)
+        yield from loader
+
+
 def train_and_test(cfg: TrainConfig, train_data: CIFAR10Arrays) -> tuple[nn.Module, dict]:
     """Train a vehicle classifier as `cfg` says for TRANSFER_STEPS steps; test it once."""
     set_seed(cfg.seed)
     model = build_model(cfg, num_classes=len(VEHICLES))
     loader = TensorLoader(train_data, cfg.batch_size, shuffle=True, augment=True, mean=mean,
                           std=std, device=device, seed=cfg.seed, drop_last=True)
-    cfg = replace(cfg, epochs=math.ceil(TRANSFER_STEPS / len(loader)))
     optimizer = build_optimizer(model, cfg)
-    scheduler, per_batch = build_scheduler(optimizer, cfg, steps_per_epoch=len(loader))
+    cfg = replace(cfg, epochs=1)  # one "epoch" of TRANSFER_STEPS batches, for the schedule
+    scheduler, per_batch = build_scheduler(optimizer, cfg, steps_per_epoch=TRANSFER_STEPS)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        set_loader_epoch(loader, cfg.seed, epoch)
-        train_one_epoch(model, loader, criterion, optimizer, device,
-                        scheduler=scheduler if per_batch else None)
+    train_one_epoch(model, itertools.islice(batches(loader, cfg.seed), TRANSFER_STEPS), criterion,
+                    optimizer, device, scheduler=scheduler if per_batch else None)
     seconds = time.perf_counter() - start
     test = evaluate(model, test_loader, device)
-    return model, {"test accuracy": test.accuracy, "epochs": cfg.epochs,
-                   "steps": cfg.epochs * len(loader), "seconds": seconds}
+    passes = TRANSFER_STEPS * cfg.batch_size / len(train_data)  # times each image was seen
+    return model, {"test accuracy": test.accuracy, "passes": passes, "seconds": seconds}
 
 
 pretrained_weights = load_checkpoint(PRETRAINED)["model"]
@@ -349,7 +355,7 @@ for per_class in LABELS_PER_CLASS:
         model, measured = train_and_test(cfg, labelled[per_class])
         results.append({"labelled per class": per_class, "method": method, **measured})
         print(f"{per_class:>4} per class, {method:<13} {measured['test accuracy']:.1%} "
-              f"({measured['epochs']} epochs, {measured['seconds']:.0f} s)")
+              f"({measured['passes']:.0f} passes over the images, {measured['seconds']:.0f} s)")
         if method == "linear probe":  # frozen means frozen: weights and BatchNorm statistics
             assert all(torch.equal(value.cpu(), pretrained_weights[key])
                        for key, value in model.state_dict().items() if not key.startswith("fc."))

@@ -1,0 +1,98 @@
+"""Self-check of notebook 08: optimizer parameter groups for fine-tuning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from course_utils.exercises.core import Wrong, _forbid, self_check
+
+#: ``(lr, backbone_lr)`` pairs the check tries: two, so that a hard-coded 0.01 shows up.
+GROUP_CASES = ((0.1, 0.1), (0.2, 0.5))
+
+
+def _rates(groups: Any, model: nn.Module) -> dict[str, float]:
+    """``transfer.learning_rates`` of the student's groups, with the slips named."""
+    from course_utils.transfer import learning_rates
+
+    if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
+        raise Wrong(
+            f"return a list of dictionaries, one per group, got {type(groups).__name__}: "
+            '[{"params": [...], "lr": ...}, {"params": [...], "lr": ...}].'
+        )
+    for group in groups:
+        if "params" not in group or "lr" not in group:
+            raise Wrong(f'every group needs "params" and "lr"; one has only {sorted(group)}.')
+    try:
+        return learning_rates(groups, model)
+    except ValueError as exc:  # a parameter in two groups
+        raise Wrong(
+            f"{exc}: the backbone's group must leave out the head's weight and bias (compare "
+            "parameters by id(p))."
+        ) from exc
+
+
+def check_parameter_groups(
+    student: Callable[[nn.Module, float, float], Any], model: nn.Module
+) -> dict[str, float]:
+    """Notebook 08: ``student(model, lr, backbone_lr)`` returns the fine-tuning parameter groups.
+
+    Every parameter of ``model`` must get exactly one learning rate: ``lr`` for the head
+    (``model.fc``) and ``lr * backbone_lr`` for the rest, checked for two ``(lr, backbone_lr)``
+    pairs against :func:`course_utils.transfer.parameter_groups`, which is disabled while the
+    student's function runs.
+
+    Returns:
+        The learning rate of each named parameter (``transfer.learning_rates``) for the first pair.
+    """
+    from course_utils import transfer
+
+    head = {name for name, _ in model.named_parameters() if name.startswith("fc.")}
+
+    def attempt() -> dict[str, float]:
+        results = []
+        for lr, backbone_lr in GROUP_CASES:
+            with _forbid(student, [(transfer, "parameter_groups")],
+                         "your function calls course_utils' parameter_groups; build the groups "
+                         "yourself."):  # fmt: skip
+                got = _rates(student(model, lr, backbone_lr), model)
+            expected = transfer.learning_rates(
+                transfer.parameter_groups(model, lr, backbone_lr), model
+            )
+            missing = sorted(set(expected) - set(got))
+            if missing:
+                where = "the head's" if set(missing) <= head else "some backbone"
+                raise Wrong(
+                    f"{len(missing)} parameters are in no group ({where}, such as {missing[0]}): "
+                    "they would never be trained."
+                )
+            wrong = [n for n in expected if abs(got[n] - expected[n]) > 1e-12 * expected[n]]
+            if not wrong:
+                results.append(got)
+                continue
+            head_lr = {got[n] for n in head}
+            backbone_lrs = {got[n] for n in expected if n not in head}
+            if head_lr == {lr * backbone_lr} and backbone_lrs == {lr}:
+                raise Wrong("the two learning rates are swapped: the head learns at lr, the "
+                            "backbone at lr * backbone_lr.")  # fmt: skip
+            if backbone_lrs == {lr / backbone_lr}:
+                raise Wrong("the backbone's rate is lr / backbone_lr; it should be "
+                            "lr * backbone_lr, smaller than lr.")  # fmt: skip
+            if head_lr == backbone_lrs:
+                raise Wrong("every parameter gets the same learning rate: the backbone needs "
+                            "its own group at lr * backbone_lr.")  # fmt: skip
+            raise Wrong(
+                f"{wrong[0]} learns at {got[wrong[0]]:g}, expected {expected[wrong[0]]:g} "
+                f"(lr={lr}, backbone_lr={backbone_lr})."
+            )
+        return results[0]
+
+    first = GROUP_CASES[0]
+    return self_check(
+        "Exercise: parameter groups",
+        attempt,
+        lambda: transfer.learning_rates(transfer.parameter_groups(model, *first), model),
+        hint="model.fc's weight and bias at lr; every other parameter, once, at lr * backbone_lr.",
+    )
