@@ -7,7 +7,7 @@
     python -m course_utils presets                 # show the presets
 
 A run trains ResNet-18 on the 45,000 training images, picks the best epoch on the 5,000 validation
-images, evaluates that best checkpoint once on the 10,000 test images, and writes a run folder:
+images, evaluates that best checkpoint once on the 10,000 test images, and writes a run folder::
 
     best.pt, last.pt      checkpoints (best on validation; last = full state, for --resume)
     history.csv           one row per epoch

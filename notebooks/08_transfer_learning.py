@@ -56,9 +56,11 @@ if "google.colab" in sys.modules:
 
 # %%
 import itertools
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -68,7 +70,7 @@ from torch import nn
 
 from course_utils.budget import BudgetError, fit_to_budget, measure_throughput
 from course_utils.checkpoints import load_checkpoint
-from course_utils.config import get_device, is_smoke, runs_dir, set_seed
+from course_utils.config import get_device, is_smoke, set_seed
 from course_utils.data import (
     TRAIN_SIZE,
     VAL_SIZE,
@@ -185,7 +187,7 @@ if pretrain_cfg.minutes is not None:
                                        pretrain_cfg, mean, std, device)
         pretrain_cfg = replace(pretrain_cfg, epochs=1)
         print(f"{too_slow}\nSo: one epoch of {len(keep):,} of the animal images.")
-out = runs_dir() / "notebook08" / "animals"  # not runs/<run>/: notebook 06 looks there
+out = Path(tempfile.mkdtemp(prefix="notebook08-animals-"))  # a throwaway folder of this session
 pretraining = fit(animal_model, animal_loaders[0], animal_loaders[1], pretrain_cfg, device,
                   out_dir=out, classes=ANIMALS, mean=mean, std=std)
 PRETRAINED = str(pretraining.best_checkpoint)  # what the transfer runs start from
@@ -538,8 +540,8 @@ print(f"{IMAGE_SIZES[-1]} px costs {seconds.iloc[-1] / seconds.iloc[0]:.0f}x the
 # of CIFAR-10 and writes the usual report):
 #
 # ```bash
-# # linear probe on a checkpoint: only the new 10-class head trains
-# python -m course_utils train --init runs/notebook08/animals/best.pt --freeze-backbone
+# # linear probe on a checkpoint (PRETRAINED above, say): only the new 10-class head trains
+# python -m course_utils train --init /path/to/best.pt --freeze-backbone
 # # fine-tune torchvision's ImageNet weights, the backbone at a tenth of the learning rate
 # python -m course_utils train --preset full --init imagenet --stem imagenet --width 64 --backbone-lr 0.1
 # ```
