@@ -262,10 +262,6 @@ def test_every_internal_link_and_anchor_resolves(pages, server):
 
 
 @pytest.mark.timeout(1800)
-#: Notebooks whose outputs are tables and text only (the environment report of the setup notebook).
-TEXT_ONLY_NOTEBOOKS = {"00_setup"}
-
-
 def test_every_notebook_has_a_page_with_a_figure(pages):
     problems = []
     for notebook in _notebooks():
@@ -313,3 +309,7 @@ def _ids_in_file(path: Path) -> set[str]:
     return set(
         re.findall(r'\b(?:id|name)="([^"]+)"', path.read_text(encoding="utf-8", errors="replace"))
     )
+
+
+#: Notebooks whose outputs are tables and text only (the environment report of the setup notebook).
+TEXT_ONLY_NOTEBOOKS = {"00_setup"}
