@@ -129,6 +129,7 @@ def fit_to_budget(
         )
     print(
         f"Time budget {cfg.minutes:g} min: measured {images_per_second:.0f} training images/s "
-        f"here, so {epochs} epochs fit (the schedule is built for {epochs})."
+        f"here, so {epochs} epoch{' fits' if epochs == 1 else 's fit'} (the schedule is built for "
+        f"{epochs})."
     )
     return dataclasses.replace(cfg, epochs=epochs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 import typing
@@ -65,7 +66,13 @@ from course_utils.evaluation import (
     per_class_accuracy,
     predict,
 )
-from course_utils.experiments import EXPERIMENTS, run_experiment, summarize
+from course_utils.experiments import (
+    ANALYSES,
+    EXPERIMENTS,
+    run_analysis,
+    run_experiment,
+    summarize,
+)
 from course_utils.models import count_parameters, describe_architecture, model_architecture
 from course_utils.training import (
     PRESETS,
@@ -77,6 +84,7 @@ from course_utils.training import (
     fit,
     smoke_config,
 )
+from course_utils.transfer import ship_checkpoint
 
 #: TrainConfig fields whose flag is not the generated one: ``--smoke`` also shrinks the preset.
 OWN_FLAGS = {"smoke": "--smoke"}
@@ -134,7 +142,7 @@ def _add_config_flags(group: argparse._ArgumentGroup) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m course_utils``: the ``train`` and ``presets`` commands."""
+    """The parser of ``python -m course_utils``: ``train``, ``presets``, ``experiment``, ``ship``."""
     parser = argparse.ArgumentParser(
         prog="python -m course_utils", description=__doc__.split("\n")[0]
     )
@@ -158,11 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_config_flags(train.add_argument_group("settings (each overrides one field of the preset)"))
     commands.add_parser("presets", help="print the training presets")
-    experiment = commands.add_parser("experiment", help="run a named grid of runs over seeds")
-    experiment.add_argument("name", choices=sorted(EXPERIMENTS), help="which experiment")
+    experiment = commands.add_parser(
+        "experiment", help="run a named grid of runs over seeds, or evaluate one's runs again"
+    )
+    experiment.add_argument(
+        "name", choices=[*EXPERIMENTS, *ANALYSES], help="a grid, or an analysis of finished runs"
+    )
     experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="default: 0 1")
     experiment.add_argument("--minutes", type=float, help="time budget of every run")
     experiment.add_argument("--smoke", action="store_true", help="tiny runs: the code path only")
+    ship = commands.add_parser(
+        "ship", help="(instructors) copy a finished run's best checkpoint into checkpoints/NAME/"
+    )
+    ship.add_argument("run", type=Path, help="the run folder, with best.pt and metrics.json")
+    ship.add_argument("--name", required=True, help="the shipped name, such as cpu")
     return parser
 
 
@@ -170,11 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m course_utils``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in metrics.json
     matplotlib.use("Agg")  # the command line only writes figures to files: no window, no display
     if args.command == "experiment":
-        table = run_experiment(args.name, args.seeds, args.minutes, args.smoke)
-        print(summarize(table).round(4).to_string())
-        return 0
+        return experiment_command(args)
+    if args.command == "ship":
+        return ship_command(args.run, args.name)
     if args.command == "presets":
         for name, cfg in PRESETS.items():
             print(f"{name}: {json.dumps(cfg.to_dict())}")
@@ -199,6 +217,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Training stopped: {exc}", file=sys.stderr)
         return 1
     return 0  # pragma: no cover - every branch above returns or exits
+
+
+def experiment_command(args: argparse.Namespace) -> int:
+    """``python -m course_utils experiment NAME``: a grid of runs, or an analysis of them."""
+    if args.name in ANALYSES:
+        try:
+            table = run_analysis(args.name, args.smoke)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(
+            table.drop(columns=["machine", "date", "torch", "command"])
+            .round(4)
+            .to_string(max_rows=20)
+        )
+        return 0
+    table = run_experiment(args.name, args.seeds, args.minutes, args.smoke)
+    print(summarize(table).round(4).to_string())
+    return 0
+
+
+def ship_command(run: Path, name: str) -> int:
+    """``python -m course_utils ship RUN --name NAME``: the instructor's step that makes a run's
+    best checkpoint a shipped one (README, "Shipped checkpoints")."""
+    try:
+        shipped = ship_checkpoint(run, name)
+    except (FileNotFoundError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Wrote checkpoints/{name}/ (best.pt, metrics.json, history.csv, command). Put this "
+          f"line into SHIPPED_CHECKPOINTS in course_utils/transfer.py and commit both:\n"
+          f"    {name!r}: Shipped({shipped.path!r}, {shipped.sha256!r}),")  # fmt: skip
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -278,7 +329,7 @@ def train_command(args: argparse.Namespace, device: torch.device) -> int:
         mean, std = compute_mean_std(splits.train.images)
     loaders = build_loaders(splits, cfg, mean, std, device, rank(), world_size())
     model = build_model(cfg, num_classes=len(splits.train.classes))
-    if cfg.minutes is not None and resume is None:  # a resumed run keeps its planned epochs
+    if cfg.minutes and resume is None:  # a resumed run keeps its planned epochs; 0: no budget
         # Every process measures its share; under torchrun all of them follow rank 0's plan.
         cfg = from_main_process(fit_to_budget(cfg, model, loaders, device, started=start))
     train_loader, val_loader, test_loader = loaders
@@ -312,6 +363,7 @@ def train_command(args: argparse.Namespace, device: torch.device) -> int:
             "std": list(std),
         },
         "config": cfg.to_dict(),
+        "command": shlex.join(["python", "-m", "course_utils", *getattr(args, "argv", [])]),
     }
     (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(_summary(metrics, cfg, Path(out_dir)))

@@ -400,7 +400,8 @@ def cifar10_splits(
         val_size = SMOKE.val_per_class * n_classes
         keep = stratified_subset(train_full.labels, SMOKE.train_per_class + SMOKE.val_per_class, seed)
         train_full = train_full.subset(keep)
-        test = test.subset(stratified_subset(test.labels, SMOKE.test_per_class, seed))
+        # The same test images whatever the seed, so that runs (and ensembles of them) compare.
+        test = test.subset(stratified_subset(test.labels, SMOKE.test_per_class, DEFAULT_SEED))
     train_idx, val_idx = train_val_split(train_full.labels, val_size, seed)
     return Splits(train_full.subset(train_idx), train_full.subset(val_idx), test)
 

@@ -14,13 +14,15 @@ Explained in notebook 07 (the experiments lab).
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -36,6 +38,26 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
         "resnet-20": {"arch": "cifar_resnet", "depth": 20, "shortcut": "A"},
         "resnet-56": {"arch": "cifar_resnet", "depth": 56, "shortcut": "A"},
     },
+    # The same question at a CPU's scale, compared at equal *epochs* as in the paper (a time budget
+    # would give the deeper nets fewer steps): 20 and 32 layers, the paper's two shallowest, one
+    # epoch each, because a 56-layer network costs about three times a 20-layer one per epoch.
+    "degradation-cpu": {
+        name: {
+            "arch": "cifar_resnet",
+            "depth": depth,
+            "shortcut": shortcut,
+            "minutes": 0,
+            "epochs": 1,
+        }
+        for name, depth, shortcut in [
+            ("plain-20", 20, "none"),
+            ("plain-32", 32, "none"),
+            ("resnet-20", 20, "A"),
+            ("resnet-32", 32, "A"),
+        ]
+    },
+    # The `cpu` preset as it is, over seeds: the runs the analyses below evaluate.
+    "preset": {"cpu preset": {}},
     "regularization": {
         "none": {"label_smoothing": 0.0},
         "label smoothing 0.1": {"label_smoothing": 0.1},
@@ -115,11 +137,10 @@ def run_experiment(
 
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
-    runs_root = runs_root or PROJECT_ROOT / "runs" / "experiments"
     rows = []
     for configuration, changes in EXPERIMENTS[name].items():
         for seed in seeds:
-            folder = runs_root / name / f"{configuration.replace(' ', '_')}-seed{seed}"
+            folder = run_folder(name, configuration, seed, smoke, runs_root)
             args = ["train", "--preset", "cpu", "--seed", str(seed), "--out", str(folder),
                     "--no-progress", *run_flags(changes)]  # fmt: skip
             args += ["--smoke"] if smoke else [] if minutes is None else ["--minutes", str(minutes)]
@@ -132,6 +153,26 @@ def run_experiment(
     results_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(results_dir / f"{name}{'-smoke' if smoke else ''}.csv", index=False)
     return table
+
+
+def run_folder(
+    name: str, configuration: str, seed: int, smoke: bool = False, runs_root: Path | None = None
+) -> Path:
+    """Where one run of an experiment lives: ``runs/experiments/NAME[-smoke]/CONFIG-seedN``
+    (smoke runs apart, so that they are never taken for real ones)."""
+    runs_root = runs_root or PROJECT_ROOT / "runs" / "experiments"
+    grid = f"{name}-smoke" if smoke else name
+    return runs_root / grid / f"{configuration.replace(' ', '_')}-seed{seed}"
+
+
+def provenance(command: str) -> dict[str, str]:
+    """The columns every table carries: machine, date, torch version and the command."""
+    return {
+        "machine": machine_name(),
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "command": command,
+    }
 
 
 def _row(folder: Path, configuration: str, seed: int, args: list[str]) -> dict[str, Any]:
@@ -153,7 +194,8 @@ def _row(folder: Path, configuration: str, seed: int, args: list[str]) -> dict[s
             "%Y-%m-%d", time.localtime((folder / "metrics.json").stat().st_mtime)
         ),
         "torch": metrics["torch_version"],
-        "command": " ".join(["python -m course_utils", *args]),
+        # Paths inside the course as the course's own (relative), not as this machine spells them.
+        "command": " ".join(["python -m course_utils", *args]).replace(f"{PROJECT_ROOT}/", ""),
     }
 
 
@@ -166,3 +208,207 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
         epochs=("epochs", "mean"),
         wall_minutes=("wall_seconds", lambda s: s.mean() / 60),
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Analyses: what finished runs show when evaluated again, without training anything more
+# --------------------------------------------------------------------------------------------------
+
+#: Batch sizes for evaluating in training mode (the forgotten ``model.eval()``).
+TRAIN_MODE_BATCH_SIZES = (1, 16, 1000)
+#: Random halvings of the test set for the selection experiment.
+SELECTION_SPLITS = 200
+
+
+def finished_runs(
+    grids: Sequence[str], smoke: bool = False, runs_root: Path | None = None
+) -> list[Path]:
+    """Every finished run folder (one with ``metrics.json``) of the named grids, in grid order."""
+    folders = []
+    for name in grids:
+        for configuration in EXPERIMENTS[name]:
+            first = run_folder(name, configuration, 0, smoke, runs_root)
+            found = first.parent.glob(first.name.replace("-seed0", "-seed*"))
+            folders += sorted(f for f in found if (f / "metrics.json").is_file())
+    return folders
+
+
+class _TrainedRun:
+    """A finished run folder's best checkpoint, rebuilt, with its test images ready to use."""
+
+    def __init__(self, folder: Path, data_dir: Path | None = None) -> None:
+        from course_utils.checkpoints import load_checkpoint
+        from course_utils.data import cifar10_splits, eval_transform
+        from course_utils.training import TrainConfig, build_model
+
+        state = load_checkpoint(folder / "best.pt")
+        self.folder, self.cfg = folder, TrainConfig.from_dict(state["config"])
+        self.model = build_model(self.cfg, len(state["classes"]))
+        self.model.load_state_dict(state["model"])
+        self.weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+        splits = cifar10_splits(data_dir, self.cfg.val_size, self.cfg.seed, smoke=self.cfg.smoke)
+        images = torch.from_numpy(splits.test.images).permute(0, 3, 1, 2)  # (N, 3, 32, 32) uint8
+        self.images = eval_transform(state["mean"], state["std"])(images)
+        self.labels = torch.from_numpy(splits.test.labels)
+        self.val_accuracy = float(pd.read_csv(folder / "history.csv")["val_acc"].max())
+
+    def probabilities(self, tta: bool = False, batch_size: int = 1000) -> torch.Tensor:
+        """Softmax ``(N, classes)`` in evaluation mode, through the course's one eval loop."""
+        from course_utils.evaluation import predict
+
+        batches = [(self.images[i : i + batch_size], self.labels[i : i + batch_size])
+                   for i in range(0, len(self.labels), batch_size)]  # fmt: skip
+        pred = predict(self.model, batches, "cpu", self.cfg.channels_last, tta=tta)
+        return torch.from_numpy(pred.probs)
+
+    def accuracy_in_training_mode(self, batch_size: int) -> float:
+        """Test accuracy with ``model.eval()`` forgotten: BatchNorm normalizes every batch with
+        that batch's own statistics (and overwrites its running ones: restored afterwards)."""
+        self.model.train()  # the mistake being measured
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(self.labels), batch_size):
+                logits = self.model(self.images[start : start + batch_size])
+                correct += int((logits.argmax(1) == self.labels[start : start + batch_size]).sum())
+        self.model.load_state_dict(self.weights)
+        self.model.eval()
+        return correct / len(self.labels)
+
+
+def eval_mode_table(runs: Sequence[_TrainedRun]) -> pd.DataFrame:
+    """Each run's test accuracy in evaluation mode and, without ``model.eval()``, in training mode
+    at each of :data:`TRAIN_MODE_BATCH_SIZES`."""
+    rows = []
+    for run in runs:
+        accuracy = float((run.probabilities().argmax(1) == run.labels).float().mean())
+        rows.append({"seed": run.cfg.seed, "mode": "model.eval()", "batch_size": 1000,
+                     "test_accuracy": accuracy})  # fmt: skip
+        for batch_size in TRAIN_MODE_BATCH_SIZES:
+            rows.append({"seed": run.cfg.seed, "mode": "training mode", "batch_size": batch_size,
+                         "test_accuracy": run.accuracy_in_training_mode(batch_size)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def ensemble_table(runs: Sequence[_TrainedRun]) -> pd.DataFrame:
+    """Test accuracy of every ensemble of k runs (k = 1, 2, ...: their softmax averaged), each
+    without and with flip test-time augmentation."""
+    probs = {tta: [run.probabilities(tta) for run in runs] for tta in (False, True)}
+    labels = runs[0].labels
+    rows = []
+    for k in range(1, len(runs) + 1):
+        for members in itertools.combinations(range(len(runs)), k):
+            for tta in (False, True):
+                mean = torch.stack([probs[tta][i] for i in members]).mean(0)
+                rows.append({
+                    "members": k,
+                    "seeds": " ".join(str(runs[i].cfg.seed) for i in members),
+                    "tta": tta,
+                    "test_accuracy": float((mean.argmax(1) == labels).float().mean()),
+                })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def selection_table(runs: Sequence[_TrainedRun], splits: int = SELECTION_SPLITS) -> pd.DataFrame:
+    """Choosing the best of several runs on the test set, against choosing on validation.
+
+    For each of ``splits`` random halvings of the test set into A and B: the run with the best
+    accuracy on A, and the run with the best validation accuracy, each with its accuracy on A and
+    on B. For the run picked on A, its A score is the number one would report after choosing on
+    the test set, and B is an honest estimate of it: their difference is the optimism.
+    """
+    correct = torch.stack([run.probabilities().argmax(1) == run.labels for run in runs]).float()
+    by_validation = int(np.argmax([run.val_accuracy for run in runs]))
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for split in range(splits):
+        order = torch.randperm(correct.shape[1], generator=generator)
+        half_a, half_b = order[: len(order) // 2], order[len(order) // 2 :]
+        score_a, score_b = correct[:, half_a].mean(1), correct[:, half_b].mean(1)
+        for rule, chosen in (("test half A", int(score_a.argmax())), ("validation", by_validation)):
+            rows.append({"split": split, "chosen_by": rule, "run": runs[chosen].folder.name,
+                         "candidates": len(runs), "accuracy_a": float(score_a[chosen]),
+                         "accuracy_b": float(score_b[chosen])})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table["optimism"] = table["accuracy_a"] - table["accuracy_b"]
+    return table
+
+
+#: The analyses: name -> (the grids whose finished runs they evaluate, the function).
+ANALYSES: dict[str, tuple[tuple[str, ...], Callable[[Sequence[_TrainedRun]], pd.DataFrame]]] = {
+    "eval-mode": (("preset",), eval_mode_table),
+    "ensembles": (("preset",), ensemble_table),
+    "test-selection": (("preset", "degradation-cpu"), selection_table),
+}
+
+
+def run_analysis(
+    name: str,
+    smoke: bool = False,
+    data_dir: Path | None = None,
+    results_dir: Path = RESULTS_DIR,
+    runs_root: Path | None = None,
+) -> pd.DataFrame:
+    """Evaluate the finished runs an analysis needs; return and save its table (with the
+    machine, date and command, like the grids' tables).
+
+    Raises:
+        FileNotFoundError: the grids it reads have no finished runs; the message says which
+            ``python -m course_utils experiment`` commands make them.
+    """
+    grids, analysis = ANALYSES[name]
+    folders = finished_runs(grids, smoke, runs_root)
+    if not folders:
+        commands = "; ".join(f"python -m course_utils experiment {g}" for g in grids)
+        raise FileNotFoundError(f"the analysis {name!r} evaluates the runs of {commands} "
+                                f"{'--smoke ' if smoke else ''}: run that first.")  # fmt: skip
+    table = analysis([_TrainedRun(folder, data_dir) for folder in folders])
+    command = f"python -m course_utils experiment {name}{' --smoke' if smoke else ''}"
+    table = table.assign(**provenance(command))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results_dir / f"{name}{'-smoke' if smoke else ''}.csv", index=False)
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the committed tables
+# --------------------------------------------------------------------------------------------------
+
+#: The tables notebook 07 reads, and the fewest seeds each must hold (for ``test-selection``: the
+#: fewest candidate runs). The notebook's text relies on these counts; the tests check them.
+NOTEBOOK_07_TABLES = {
+    "degradation-cpu": 2,
+    "eval-mode": 2,
+    "ensembles": 2,
+    "test-selection": 8,
+}
+
+
+def seeds_in(table: pd.DataFrame) -> int:
+    """How many seeds a table holds (for a selection table: how many candidate runs)."""
+    if "seed" in table:
+        return int(table["seed"].nunique())
+    if "seeds" in table:  # ensembles: "0 1" lists the members' seeds
+        return len({s for members in table["seeds"].astype(str) for s in members.split()})
+    return int(table["candidates"].min())
+
+
+def read_table(name: str, results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
+    """The committed table ``results/experiments/NAME.csv``, checked against what notebook 07
+    needs of it (:data:`NOTEBOOK_07_TABLES`).
+
+    Raises:
+        FileNotFoundError: the table is missing; the message gives the command that makes it.
+        ValueError: it holds fewer seeds than the notebook relies on.
+    """
+    path = results_dir / f"{name}.csv"
+    make = f"python -m course_utils experiment {name}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: `{make}` makes it (see notebook 07).")
+    table = pd.read_csv(path)
+    needed = NOTEBOOK_07_TABLES.get(name, 1)
+    if seeds_in(table) < needed:
+        raise ValueError(
+            f"{path} holds {seeds_in(table)} seeds, but notebook 07 relies on at least {needed}: "
+            f"run `{make}` with more seeds (--seeds 0 1 ...)."
+        )
+    return table

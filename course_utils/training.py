@@ -211,7 +211,9 @@ class TrainConfig:
     )  # fmt: skip
     tta: bool = setting(False, "validate and test on each image and its mirror, averaged")
     minutes: float | None = setting(
-        None, "time budget: measure this machine, then choose the epochs to fit", valid=POSITIVE
+        None,
+        "time budget: measure this machine, then choose the epochs to fit (0: none, use --epochs)",
+        valid=NOT_NEGATIVE,
     )
     # Learning-rate schedule
     schedule: str = setting(

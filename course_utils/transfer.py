@@ -21,6 +21,7 @@ Explained in notebook 08 (transfer learning).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from course_utils.checkpoints import (
     CheckpointError,
     _state_dict_differences,  # package-internal: the one way the course compares state dicts
     load_checkpoint,
+    save_checkpoint,
 )
 from course_utils.config import PROJECT_ROOT, REPOSITORY
 from course_utils.data import CIFAR10Arrays
@@ -53,7 +55,12 @@ class Shipped(NamedTuple):
 
 #: The checkpoints shipped in ``checkpoints/``, by name. One line per checkpoint; retraining one
 #: changes its bytes, so its sha256 here must be updated in the same commit.
-SHIPPED_CHECKPOINTS: dict[str, Shipped] = {}
+SHIPPED_CHECKPOINTS: dict[str, Shipped] = {
+    # The `cpu` preset, seed 0 (checkpoints/cpu/command, metrics.json): 77.11% test accuracy.
+    "cpu": Shipped(
+        "cpu/best.pt", "b5afa08e6279d5c415b342ef75284e8be57419e9553ca3fa8e2ace53e62638e2"
+    ),
+}
 #: Where shipped checkpoints lie in a checkout of the course.
 CHECKPOINTS_DIR = PROJECT_ROOT / "checkpoints"
 #: Where a shipped checkpoint is downloaded from when the course was installed without its
@@ -234,6 +241,49 @@ def load_pretrained(
     Explained in notebook 08; notebook 06 evaluates the shipped ``cpu`` checkpoint with it.
     """
     return load_checkpoint(pretrained_file(source, sha256), model, map_location=map_location)
+
+
+#: What a shipped checkpoint drops: the state that only resuming a run needs (``last.pt``'s).
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "ema", "early_stopping", "history", "rng")
+#: The files of a run folder that ship beside the checkpoint.
+SHIPPED_FILES = ("metrics.json", "history.csv")
+
+
+def ship_checkpoint(
+    run_dir: str | os.PathLike[str], name: str, checkpoints_dir: Path = CHECKPOINTS_DIR
+) -> Shipped:
+    """Copy a finished run's best checkpoint into ``checkpoints/<name>/``, for instructors.
+
+    Keeps the weights, in float32, and the metadata that describes them, without the state that
+    only resuming needs (:data:`TRAINING_STATE`); beside them the run's ``metrics.json`` and
+    ``history.csv``, and in a file named ``command`` the command that trained it. Returns the line
+    to put into :data:`SHIPPED_CHECKPOINTS` (``python -m course_utils ship RUN --name NAME``
+    prints it).
+
+    Raises:
+        FileNotFoundError: the run has not finished (no ``best.pt`` or ``metrics.json``).
+    """
+    run = Path(run_dir)
+    missing = [f for f in ("best.pt", *SHIPPED_FILES) if not (run / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{run} lacks {', '.join(missing)}: ship a run that has finished (its metrics.json "
+            f"is written after the test)."
+        )
+    state = load_checkpoint(run / "best.pt")
+    state = {key: value for key, value in state.items() if key not in TRAINING_STATE}
+    state["model"] = {
+        key: value.float() if value.is_floating_point() else value
+        for key, value in state["model"].items()
+    }
+    target = Path(checkpoints_dir) / name
+    save_checkpoint(target / "best.pt", **state)
+    for file in SHIPPED_FILES:
+        (target / file).write_bytes((run / file).read_bytes())
+    metrics = json.loads((run / "metrics.json").read_text())
+    command = metrics.get("command", "(not recorded: see config in metrics.json)")
+    (target / "command").write_text(command + "\n")
+    return Shipped(f"{name}/best.pt", sha256_of(target / "best.pt"))
 
 
 def imagenet_state_dict(depth: int = 18, progress: bool = True) -> dict[str, torch.Tensor]:

@@ -600,7 +600,7 @@ print(f"about {cfg.batch_size / speed.train:,.0f} training images/s here: "
 if device.type != "cuda" and not is_smoke():
     epochs = max(1, plan_epochs(CPU_BUDGET_MINUTES * 60, 0, speed, len(train_loader),
                                 len(val_loader), test_batches=0))
-    print(f"{epochs} epochs fit in {CPU_BUDGET_MINUTES} minutes: the schedule is built for {epochs}.")
+    print(f"{epochs} epoch(s) fit in {CPU_BUDGET_MINUTES} minutes: the schedule is built for {epochs}.")
     cfg = replace(cfg, epochs=epochs, minutes=CPU_BUDGET_MINUTES)
 
 # %% [markdown]

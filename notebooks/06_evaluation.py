@@ -33,8 +33,9 @@
 # - inspect the most confident mistakes, and map the penultimate features with t-SNE;
 # - turn the plots into specific, checked statements about a model.
 #
-# **Course map:** previous: [05 · Training with early stopping](05_training.ipynb). This is the
-# last notebook of the course.
+# **Course map:** previous: [05 · Training with early stopping](05_training.ipynb); next: the
+# labs, [07 · The experiments lab](07_experiments_lab.ipynb) and
+# [08 · Transfer learning](08_transfer_learning.ipynb).
 
 # %%
 # Setup: on Google Colab, install the course's helper package and check for a GPU;
@@ -52,6 +53,7 @@ if "google.colab" in sys.modules:
     warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
 
 # %%
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -207,7 +209,8 @@ assert model_architecture(model) == checkpoint["architecture"]  # the network th
 # %%
 splits = cifar10_splits(val_size=cfg.val_size, seed=cfg.seed, download=True)  # smoke: 500 test
 _, _, test_loader = build_loaders(splits, cfg, mean, std, device)  # only the test loader is used
-pred = predict(model, test_loader, device, channels_last=cfg.channels_last, amp=cfg.amp)
+pred = predict(model, test_loader, device, channels_last=cfg.channels_last, amp=cfg.amp,
+               tta=cfg.tta)
 n_test = len(pred)
 standard_error = math.sqrt(pred.accuracy * (1 - pred.accuracy) / n_test)
 print(f"TEST accuracy {pred.accuracy:.2%} ± {standard_error:.2%} (one standard error), "
@@ -215,6 +218,14 @@ print(f"TEST accuracy {pred.accuracy:.2%} ± {standard_error:.2%} (one standard 
 if checkpoint["monitor"] == "val_acc":
     print("validation accuracy of the same weights, measured during training: "
           f"{checkpoint['score']:.2%}")
+recorded = checkpoint_path.parent / "metrics.json"  # written by `python -m course_utils train`
+if recorded.is_file():
+    run_metrics = json.loads(recorded.read_text())
+    same_images = run_metrics["data"]["test"] == n_test
+    print(f"the run's own test pass, recorded in {recorded}: {run_metrics['test_accuracy']:.2%} "
+          f"on {run_metrics['data']['test']:,} images"
+          + (" (the same weights and images, so the same number)" if same_images
+             else " (another set of test images: smoke mode tests on a subset)"))
 
 # %% [markdown]
 # The ± is the sampling uncertainty of a test set of this size: with 10,000 images it is a few

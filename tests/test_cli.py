@@ -177,6 +177,7 @@ def test_every_setting_has_one_flag_with_its_help():
         (["--patience", "0"], "--patience"),
         (["--label-smoothing", "1.5"], "--label-smoothing"),
         (["--batch-size", "many"], "--batch-size"),
+        (["--minutes", "-5"], "--minutes"),
     ],
 )
 def test_bad_values_are_rejected_before_any_work(tmp_path: Path, flags: list[str], named: str):
@@ -211,3 +212,31 @@ def test_cpu_mixed_precision_follows_native_bfloat16(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(cli, "cpu_has_native_bfloat16", lambda: False)
     assert not resolve_config(build_parser().parse_args(["train", "--preset", "full"]), cpu)[0].amp
     assert PRESETS["full"].amp  # on a GPU the preset keeps float16
+
+
+def test_minutes_zero_means_no_budget(
+    monkeypatch: pytest.MonkeyPatch, cifar_root: Path, tmp_path: Path
+):
+    """`--minutes 0` turns the cpu preset's budget off: the run trains for --epochs (the
+    experiments compare networks at equal epochs this way)."""
+    from course_utils import cli
+
+    class Fit(Exception):
+        """fit() was reached."""
+
+    def budget(*args, **kwargs):
+        raise AssertionError("fit_to_budget was called")
+
+    def fit(model, train_loader, val_loader, cfg, *args, **kwargs):
+        raise Fit(cfg.epochs)
+
+    monkeypatch.delenv("COURSE_SMOKE", raising=False)
+    monkeypatch.setenv("COURSE_DATA_DIR", str(cifar_root))
+    monkeypatch.setattr(cli, "fit_to_budget", budget)
+    monkeypatch.setattr(cli, "fit", fit)
+    flags = ["train", "--preset", "cpu", "--epochs", "3", "--out", str(tmp_path / "run")]
+    args = build_parser().parse_args([*flags, "--minutes", "0"])
+    with pytest.raises(Fit, match="3"):  # straight to training, for the epochs given
+        cli.train_command(args, torch.device("cpu"))
+    with pytest.raises(AssertionError, match="fit_to_budget"):  # the preset's 15 minutes
+        cli.train_command(build_parser().parse_args(flags), torch.device("cpu"))

@@ -477,3 +477,6 @@ def test_real_splits_full_and_smoke(cifar_root):
     np.testing.assert_array_equal(smoke.train.class_counts(), np.full(10, SMOKE.train_per_class))
     np.testing.assert_array_equal(smoke.val.class_counts(), np.full(10, SMOKE.val_per_class))
     np.testing.assert_array_equal(smoke.test.class_counts(), np.full(10, SMOKE.test_per_class))
+    other_seed = D.cifar10_splits(cifar_root, seed=1, smoke=True)
+    np.testing.assert_array_equal(other_seed.test.images, smoke.test.images)  # one test set
+    assert not np.array_equal(other_seed.train.labels, smoke.train.labels)

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from course_utils import experiments
-from course_utils.experiments import run_experiment, run_flags, summarize
+from course_utils.checkpoints import load_checkpoint
+from course_utils.data import cifar10_splits
+from course_utils.experiments import (
+    ANALYSES,
+    NOTEBOOK_07_TABLES,
+    RESULTS_DIR,
+    finished_runs,
+    read_table,
+    run_analysis,
+    run_experiment,
+    run_flags,
+    seeds_in,
+    summarize,
+)
+from course_utils.training import TrainConfig, build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,10 +69,99 @@ def test_a_grid_runs_writes_its_table_and_resumes(
         errors = json.loads(row["train_error_per_epoch"])
         assert len(errors) == row["epochs"] and all(0 <= e <= 1 for e in errors)
         assert "--shortcut" in row["command"] and row["machine"]
-    metrics = runs / "tiny" / "resnet-8-seed0" / "metrics.json"
+    metrics = runs / "tiny-smoke" / "resnet-8-seed0" / "metrics.json"  # smoke runs kept apart
     before = metrics.stat().st_mtime_ns
     again = run_experiment("tiny", [0], smoke=True, runs_root=runs, results_dir=results)
     assert metrics.stat().st_mtime_ns == before  # finished runs are read, not repeated
     pd.testing.assert_frame_equal(again.drop(columns="date"), table.drop(columns="date"))
     summary = summarize(table)
     assert list(summary["seeds"]) == [1, 1]
+
+
+# --- the analyses: finished runs evaluated again -------------------------------------------------
+
+
+def _probabilities(folder: Path, root: Path, flip: bool = False) -> torch.Tensor:
+    """A run's test softmax computed here by hand: NumPy normalization, a plain forward pass."""
+    state = load_checkpoint(folder / "best.pt")
+    cfg = TrainConfig.from_dict(state["config"])
+    model = build_model(cfg, 10)
+    model.load_state_dict(state["model"])
+    test = cifar10_splits(root, cfg.val_size, cfg.seed, smoke=True).test
+    images = (test.images / 255.0 - np.array(state["mean"])) / np.array(state["std"])
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2)).float()
+    with torch.no_grad():
+        probs = model.eval()(x).softmax(1)
+        return (probs + model(x.flip(-1)).softmax(1)) / 2 if flip else probs
+
+
+@pytest.mark.timeout(600)
+def test_the_analyses_evaluate_finished_runs_again(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(cifar_root))
+    monkeypatch.setitem(
+        experiments.EXPERIMENTS, "tiny", {"resnet-8": {"arch": "cifar_resnet", "depth": 8}}
+    )
+    for name, (_, analysis) in list(ANALYSES.items()):
+        monkeypatch.setitem(ANALYSES, name, (("tiny",), analysis))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    with pytest.raises(FileNotFoundError, match="python -m course_utils experiment tiny --smoke"):
+        run_analysis("ensembles", smoke=True, runs_root=runs, results_dir=results)
+    run_experiment("tiny", [0, 1], smoke=True, runs_root=runs, results_dir=results)
+    folders = finished_runs(["tiny"], smoke=True, runs_root=runs)
+    assert [f.name for f in folders] == ["resnet-8-seed0", "resnet-8-seed1"]
+    recorded = [json.loads((f / "metrics.json").read_text())["test_accuracy"] for f in folders]
+    labels = torch.from_numpy(cifar10_splits(cifar_root, smoke=True).test.labels)
+    one_image = 1 / len(labels)
+
+    # model.eval(): the accuracy each run's own test pass recorded (up to one image's rounding)
+    modes = run_analysis("eval-mode", smoke=True, runs_root=runs, results_dir=results)
+    in_eval = modes[modes["mode"] == "model.eval()"].set_index("seed")["test_accuracy"]
+    assert np.allclose(in_eval.to_numpy(), recorded, atol=one_image)
+    assert sorted(modes[modes["mode"] == "training mode"]["batch_size"]) == [1, 1, 16, 16, 1000, 1000]
+    assert (results / "eval-mode-smoke.csv").is_file() and modes["command"].str.contains("eval-mode").all()
+
+    # ensembles: the averaged softmax, computed here by hand, with and without flips
+    table = run_analysis("ensembles", smoke=True, runs_root=runs, results_dir=results)
+    for tta in (False, True):
+        probs = [_probabilities(f, cifar_root, flip=tta) for f in folders]
+        rows = table[table["tta"] == tta].set_index("seeds")["test_accuracy"]
+        for seeds, members in (("0", [0]), ("1", [1]), ("0 1", [0, 1])):
+            mean = torch.stack([probs[i] for i in members]).mean(0)
+            expected = float((mean.argmax(1) == labels).float().mean())
+            assert abs(rows[seeds] - expected) <= one_image, (tta, seeds)
+
+    # selection: choosing on half A maximizes the A score; each half pair averages to the whole
+    selection = run_analysis("test-selection", smoke=True, runs_root=runs, results_dir=results)
+    assert len(selection) == 2 * experiments.SELECTION_SPLITS and (selection["candidates"] == 2).all()
+    by_rule = selection.pivot(index="split", columns="chosen_by", values="accuracy_a")
+    assert (by_rule["test half A"] >= by_rule["validation"]).all()
+    for _, row in selection.iterrows():
+        whole = recorded[int(row["run"][-1])]
+        assert abs((row["accuracy_a"] + row["accuracy_b"]) / 2 - whole) <= one_image
+    assert np.allclose(selection["optimism"], selection["accuracy_a"] - selection["accuracy_b"])
+
+
+# --- the committed tables notebook 07 reads ------------------------------------------------------
+
+
+def test_read_table_says_what_is_missing_or_too_thin(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="python -m course_utils experiment eval-mode"):
+        read_table("eval-mode", tmp_path)
+    pd.DataFrame({"seed": [0, 0], "test_accuracy": [0.5, 0.6]}).to_csv(tmp_path / "eval-mode.csv")
+    with pytest.raises(ValueError, match="holds 1 seeds, but notebook 07 relies on at least 2"):
+        read_table("eval-mode", tmp_path)
+    assert seeds_in(pd.DataFrame({"seeds": ["0", "1", "0 1 2"]})) == 3
+
+
+def test_every_table_notebook_07_reads_is_committed_with_enough_seeds():
+    notebook = (experiments.PROJECT_ROOT / "notebooks" / "07_experiments_lab.py").read_text()
+    assert set(re.findall(r'read_table\("([^"]+)"\)', notebook)) == set(NOTEBOOK_07_TABLES)
+    for name, needed in NOTEBOOK_07_TABLES.items():
+        table = read_table(name)  # raises if missing or too thin
+        assert seeds_in(table) >= needed
+        assert table["command"].str.startswith("python -m course_utils").all(), name
+        assert table["machine"].notna().all() and table["date"].notna().all(), name
+        assert not table["command"].str.contains("--smoke").any(), f"{name}: a smoke table"
+    assert (RESULTS_DIR / "degradation-cpu.csv").is_file()

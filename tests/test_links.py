@@ -154,9 +154,7 @@ def _foreign_links(source: Source) -> list[str]:
                     f"{target}: Colab would open {target[len(COLAB_URL) + 1 :]}, "
                     "which is not in the repository"
                 )
-        elif target.startswith(f"{REPOSITORY_URL}/blob/main/") or target.startswith(
-            f"{REPOSITORY_URL}/tree/main/"
-        ):
+        elif target.startswith((f"{REPOSITORY_URL}/blob/main/", f"{REPOSITORY_URL}/tree/main/")):
             path = target.split("/main/", 1)[1].split("#")[0]
             if not (PROJECT_ROOT / path).exists():
                 broken.append(f"{target}: {path} is not in the repository")

@@ -169,7 +169,7 @@ def test_fit_to_budget_chooses_the_epochs_with_a_fake_clock(capsys):
     # an epoch of 10 training and 5 validation batches of 0.3 s each
     by_hand = math.floor(((600 - 4.5) * (1 - SAFETY_MARGIN) - 5 * 0.3 - REPORT_SECONDS) / 4.5)
     assert planned.epochs == plan_epochs(600, 5 * 0.9, speed, 10, 5, 5) == by_hand
-    assert planned.minutes == 10 and f"{by_hand} epochs fit" in capsys.readouterr().out
+    assert planned.minutes == 10 and f"{by_hand} epoch{' fits' if by_hand == 1 else 's fit'}" in capsys.readouterr().out
     with pytest.raises(BudgetError, match="Not even one epoch fits in 0.1 minutes"):
         fit_to_budget(
             TrainConfig(width=8, minutes=0.1), resnet18(width=8), loaders, "cpu", 0.0,

@@ -964,6 +964,44 @@ def test_precision_recall_f1_rejects(wrong, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
+# Notebook 07: mean and spread over seeds
+# --------------------------------------------------------------------------------------------------
+
+SEED_ACCURACIES = {"plain-20": [0.52, 0.55], "resnet-20": [0.58, 0.57], "three": [0.1, 0.4, 0.5]}
+
+
+def _spread(values, std=lambda v: float(np.std(v, ddof=1)), mean=np.mean):
+    return {k: (float(mean(v)), std(v)) for k, v in values.items()}
+
+
+SPREAD_WRONG = {
+    "population std (NumPy's default)": (
+        lambda v: _spread(v, std=lambda x: float(np.std(x))), "divide by n - 1"
+    ),
+    "the variance": (lambda v: _spread(v, std=lambda x: float(np.var(x, ddof=1))), "variance"),
+    "the median": (lambda v: _spread(v, mean=np.median), "the mean of"),
+    "a bare mean": (lambda v: {k: float(np.mean(x)) for k, x in v.items()}, "pair (mean, std)"),
+    "one configuration left out": (
+        lambda v: dict(list(_spread(v).items())[:-1]), "one (mean, std) pair per configuration"
+    ),
+}
+
+
+def test_mean_and_spread_accepts_the_solution(capsys):
+    got = E.check_mean_and_spread(solution("07", "my_mean_and_spread"), SEED_ACCURACIES)
+    assert_correct(capsys, "mean and spread")
+    assert got["three"] == pytest.approx((1 / 3, float(np.std([0.1, 0.4, 0.5], ddof=1))))
+
+
+@pytest.mark.parametrize("wrong", SPREAD_WRONG, ids=list(SPREAD_WRONG))
+def test_mean_and_spread_rejects(wrong, capsys):
+    answer, phrase = SPREAD_WRONG[wrong]
+    got = E.check_mean_and_spread(answer, SEED_ACCURACIES)
+    assert_rejected(capsys, "mean and spread", phrase)
+    assert got["plain-20"] == pytest.approx((0.535, 0.03 / np.sqrt(2)))  # the reference
+
+
+# --------------------------------------------------------------------------------------------------
 # The shared machinery
 # --------------------------------------------------------------------------------------------------
 
@@ -995,6 +1033,7 @@ def test_every_check_says_not_solved_for_the_placeholder(capsys):
         "precision, recall and F1 from the matrix": lambda: E.check_precision_recall_f1(
             not_solved, CM
         ),
+        "mean and spread": lambda: E.check_mean_and_spread(not_solved, SEED_ACCURACIES),
     }
     for name, call in calls.items():
         call()

@@ -9,7 +9,7 @@ cell that raises and fails the test with that cell's traceback: the same semanti
    say "not solved yet" (and the rest of the notebook runs on the reference implementation);
 2. with the solution notebook's exercise cells pasted in (as a student who solved everything):
    every self-check must say "correct". This run stops after the last self-check: the cells after
-   it are the solution notebook's, which nbval executes in ``notebooks/``.
+   it are the solution notebook's, which the smoke website build executes (tests/test_book.py).
 """
 
 from __future__ import annotations

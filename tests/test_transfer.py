@@ -450,3 +450,33 @@ def test_the_shipped_cpu_checkpoint_scores_what_its_metrics_say(cifar_root: Path
     recorded = json.loads((T.CHECKPOINTS_DIR / "cpu" / "metrics.json").read_text())
     assert len(pred) == 10_000
     assert abs(pred.accuracy - recorded["test_accuracy"]) <= 0.0005
+
+
+def test_ship_checkpoint_keeps_float32_weights_and_the_runs_record(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    cfg = TrainConfig(width=8)
+    model = save_course_checkpoint(run / "best.pt", cfg, 10)
+    state = load_checkpoint(run / "best.pt")  # as if a run had kept its optimizer state too
+    state["optimizer"] = {"state": {}, "param_groups": []}
+    state["model"] = {k: v.double() if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(run / "best.pt", **state)
+    with pytest.raises(FileNotFoundError, match="metrics.json, history.csv"):
+        T.ship_checkpoint(run, "tiny", tmp_path / "checkpoints")
+    command = "python -m course_utils train --preset cpu --seed 0"
+    (run / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5, "command": command}))
+    (run / "history.csv").write_text("epoch,val_acc\n1,0.5\n")
+
+    shipped = T.ship_checkpoint(run, "tiny", tmp_path / "checkpoints")
+    folder = tmp_path / "checkpoints" / "tiny"
+    assert shipped == T.Shipped("tiny/best.pt", sha256(folder / "best.pt"))
+    assert (folder / "command").read_text() == command + "\n"
+    assert (folder / "history.csv").read_text() == (run / "history.csv").read_text()
+    saved = torch.load(folder / "best.pt", weights_only=True)
+    assert "optimizer" not in saved and saved["config"] == cfg.to_dict()
+    for key, value in model.state_dict().items():
+        assert saved["model"][key].dtype == (torch.float32 if value.is_floating_point() else value.dtype)
+        assert torch.allclose(saved["model"][key].double(), value.double()), key
+
+    monkeypatch.setattr(T, "CHECKPOINTS_DIR", tmp_path / "checkpoints")
+    monkeypatch.setitem(T.SHIPPED_CHECKPOINTS, "tiny", shipped)
+    T.load_pretrained("tiny", model=build_model(cfg, 10))  # by name, sha256 checked

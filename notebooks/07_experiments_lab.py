@@ -1,0 +1,400 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · The experiments lab: what each choice really buys, measured
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/resnet18-cifar10-course/resnet18-cifar10/blob/main/notebooks/07_experiments_lab.ipynb)
+#
+# The earlier notebooks state several things that deep-learning folklore takes for granted: deeper
+# plain networks train *worse* (the problem residual connections solve), a model must be switched
+# to evaluation mode before it is tested, choosing among runs by their test score inflates that
+# score, and averaging several networks helps. This notebook does not take them on trust. It
+# reads tables of **real training runs on CIFAR-10**, repeated over seeds, and shows what they
+# say, including where they say less than the folklore.
+#
+# The runs were made by the course's experiment runner, `python -m course_utils experiment NAME`,
+# and their tables are committed in `results/experiments/`, each row with the command, the
+# machine, the date and the seed that produced it. Reading them takes seconds, so this notebook
+# runs on any laptop; in smoke mode it also re-runs every experiment at toy size, to show that
+# the code path works.
+#
+# **Learning objectives.** After this notebook you can
+# - read an experiment as a mean and a spread over seeds, never as one run, and compute the
+#   spread correctly;
+# - describe the degradation problem (He et al. 2016) from your own measurements;
+# - measure what forgetting `model.eval()` costs, and why the cost depends on the batch size;
+# - measure the optimism of choosing a model on the test set, against choosing on validation;
+# - measure what an ensemble of seeds and flip test-time augmentation buy;
+# - run an experiment yourself, and resume it when it is interrupted.
+#
+# **Course map:** previous: [06 · Evaluation, confusion & t-SNE](06_evaluation.ipynb); next:
+# [08 · Transfer learning](08_transfer_learning.ipynb). The runner lives in
+# `course_utils/experiments.py`.
+
+# %%
+# Setup: on Google Colab, install the course's helper package and check for a GPU;
+# elsewhere this does nothing.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    REPO = "https://github.com/resnet18-cifar10-course/resnet18-cifar10"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", f"course-utils @ git+{REPO}"], check=True
+    )
+    from course_utils.machine import warn_if_no_gpu
+
+    warn_if_no_gpu()  # a CPU-only runtime: says so, with the measured minutes per epoch
+
+# %%
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from course_utils.config import is_smoke
+from course_utils.data import VAL_SIZE
+from course_utils.exercises import check_mean_and_spread
+from course_utils.experiments import (
+    ANALYSES,
+    EXPERIMENTS,
+    NOTEBOOK_07_TABLES,
+    read_table,
+    run_analysis,
+    run_experiment,
+    summarize,
+)
+from course_utils.training import PRESETS
+
+print(f"smoke mode: {is_smoke()}")
+
+# %% [markdown]
+# ## 1. How a table is made, and how to read one
+#
+# An *experiment* is a named grid of configurations, each a change to the `cpu` preset of
+# notebook 05. `python -m course_utils experiment degradation-cpu --seeds 0 1` trains every
+# configuration once per seed, each as an ordinary run in its own folder under
+# `runs/experiments/`, and collects one row per run into `results/experiments/degradation-cpu.csv`.
+# A run that has finished is read, not repeated, so an interrupted experiment resumes where it
+# stopped. Here is the grid of that experiment, and the first rows of its table:
+
+# %%
+print(json.dumps(EXPERIMENTS["degradation-cpu"], indent=1))
+print("The tables this notebook reads, and the fewest seeds each must hold:", NOTEBOOK_07_TABLES)
+degradation = read_table("degradation-cpu")
+degradation.head(4)
+
+# %% [markdown]
+# Every row says where it came from: the `command`, the `machine`, the `date` and the `torch`
+# version. `read_table` also checks that the table holds at least as many seeds as this notebook
+# relies on (`NOTEBOOK_07_TABLES`); the test suite checks the same, so a missing or thinner table
+# fails there, not in front of you.
+#
+# **Why seeds?** Two runs of the same configuration differ: the initial weights, the order of the
+# batches and the augmentation are all random. A difference between two configurations means
+# something only if it is larger than the difference between two seeds of the same
+# configuration. So each configuration is run with several seeds, and we report the **mean** and
+# the **spread** (the sample standard deviation) over them.
+
+# %% [markdown]
+# ## 2. The degradation problem: plain against residual networks
+#
+# He et al. (2016, Fig. 1 and 6) trained *plain* networks, stacks of 3x3 convolutions with
+# BatchNorm and no shortcuts, on CIFAR-10, and found that the deeper one had the **higher
+# training error**. That is not overfitting (overfitting lowers the training error and raises the
+# test error); the deeper network is simply harder to optimize, although it could in principle
+# copy the shallower one and set its extra layers to the identity. Adding identity shortcuts
+# (the same networks as *residual* networks) removed the problem: there, the deeper network
+# trained better.
+#
+# The networks are the paper's CIFAR-10 networks (`course_utils.models.cifar_resnet`: three
+# stages of 16, 32 and 64 channels, $6n + 2$ layers, option A shortcuts for the residual ones).
+# The paper's Fig. 1 compares 20 with 56 layers, trained for 64,000 iterations on a GPU. Its
+# computation per image grows with the depth, so on a laptop's CPU a 56-layer network costs
+# about three times as long per epoch as a 20-layer one. The table here was measured on 2 CPU
+# cores, so it compares the paper's two shallowest depths, **20 and 32 layers**, after **one
+# epoch** each: the same number of steps for every network, as in the paper. It is the start of
+# the paper's curves, not their end. The full-size grid is `degradation` (20 and 56 layers, the
+# preset's epochs), for a GPU. The training error is the one `fit` records: the error on the
+# epoch's augmented training batches, averaged over the epoch while the weights change.
+
+# %% [markdown]
+# ### Exercise: mean and spread over seeds
+#
+# Write `my_mean_and_spread(values)`: for a dict `{series: [its value for each seed]}`, return
+# `{series: (mean, standard deviation)}`. The seeds you ran are a *sample* of all the seeds
+# you could have run, so use the sample standard deviation, which divides by $n - 1$:
+# $s = \sqrt{\sum_i (x_i - \bar x)^2 / (n - 1)}$. The check compares your numbers with Python's
+# `statistics` module on a small case and on the eight series of the table (training and test error
+# of each configuration); the plot below draws its error bars from your numbers.
+
+# %%
+def my_mean_and_spread(values: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
+    """Each configuration's mean and sample standard deviation over its seeds."""
+    ### BEGIN SOLUTION
+    return {name: (float(np.mean(v)), float(np.std(v, ddof=1))) for name, v in values.items()}
+    ### END SOLUTION
+
+
+# %%
+errors = degradation.assign(
+    train_error=degradation["train_error_per_epoch"].map(lambda e: json.loads(e)[-1]),
+    test_error=1 - degradation["test_accuracy"],
+)
+series = {f"{name}, {column}": list(group[column])
+          for name, group in errors.groupby("configuration", sort=False)
+          for column in ("train_error", "test_error")}
+spreads = check_mean_and_spread(my_mean_and_spread, series)
+pd.DataFrame(spreads, index=["mean", "std"]).transpose().round(4)
+
+# %%
+names = list(EXPERIMENTS["degradation-cpu"])
+by_configuration = errors.groupby("configuration", sort=False)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+for ax, column, title in zip(axes, ["train_error", "test_error"],
+                             ["training error (last epoch)", "test error"]):
+    means, stds = zip(*(spreads[f"{name}, {column}"] for name in names))
+    colors = ["tab:gray" if name.startswith("plain") else "tab:blue" for name in names]
+    ax.bar(names, means, yerr=stds, color=colors, capsize=4)
+    for i, name in enumerate(names):  # every seed as a dot: the spread is visible, not only told
+        seeds = by_configuration.get_group(name)[column]
+        ax.plot([i] * len(seeds), seeds, "k.", alpha=0.6)
+    ax.set(title=title, ylabel="error")
+fig.suptitle(f"Degradation at CPU scale: one epoch, {degradation['seed'].nunique()} seeds "
+             "(bars: mean, whiskers: std, dots: seeds)")
+plt.tight_layout()
+plt.show()
+by_configuration[["parameters", "epochs"]].first()
+
+# %% [markdown]
+# The cell below states the comparison the paper makes, in numbers read from the table: the
+# training error of the deeper network minus that of the shallower one, for plain and for
+# residual networks. A positive difference is the degradation problem.
+
+# %%
+train_error = by_configuration["train_error"].mean()
+for family in ("plain", "resnet"):
+    gap = train_error[f"{family}-32"] - train_error[f"{family}-20"]
+    verdict = "higher: the deeper one trains worse" if gap > 0 else "lower: depth helps"
+    print(f"{family:6s}: 32 layers vs 20, training error {gap:+.2%} ({verdict})")
+
+# %% [markdown]
+# ## 3. Forgetting `model.eval()`
+#
+# In training mode, BatchNorm normalizes each batch with *that batch's* mean and variance (and
+# updates its running averages); in evaluation mode it uses the running averages collected
+# during training. Forget `model.eval()` before testing and every prediction depends on which
+# other images share its batch. How much does that cost? The table holds the test accuracy of
+# each seed's trained `cpu` preset model (notebook 05's recipe) in evaluation mode, and in
+# training mode with batches of 1, 16 and 1000 test images.
+
+# %%
+eval_mode = read_table("eval-mode")
+label = eval_mode["mode"] + eval_mode["batch_size"].map(lambda b: f", batch {b}")
+eval_mode = eval_mode.assign(setting=np.where(eval_mode["mode"] == "model.eval()",
+                                              "model.eval()", label))
+eval_summary = eval_mode.groupby("setting", sort=False)["test_accuracy"].agg(["mean", "std", "count"])
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.barh(eval_summary.index, eval_summary["mean"], xerr=eval_summary["std"], capsize=4,
+        color=["tab:green"] + ["tab:red"] * (len(eval_summary) - 1))
+ax.invert_yaxis()
+ax.set(xlabel="test accuracy", xlim=(0, 1), title="The same weights, evaluated four ways")
+plt.show()
+eval_summary.round(4)
+
+# %% [markdown]
+# With a batch of **one** image, BatchNorm in training mode normalizes every channel by the
+# statistics of that single image, which removes most of what distinguishes one image from
+# another; with larger batches the batch statistics approach the running ones and the damage
+# shrinks, but the predictions still depend on the company each image keeps. Evaluation mode is
+# deterministic and independent of the batch size: always call `model.eval()` before measuring
+# (the course's evaluation loop, `course_utils.evaluation.run_in_eval_mode`, does it for you).
+
+# %% [markdown]
+# ## 4. Choosing a model on the test set
+#
+# Suppose you trained several models and report the one with the best test accuracy. That number
+# is **optimistic**: among several candidates, the one that scores best on a particular set of
+# images is partly the one that was luckiest on those images. To measure the optimism without a
+# second test set, `course_utils` splits the 10,000 test images at random into two halves, A and
+# B, 200 times. Each time it picks the run with the best accuracy on A, and compares that A score
+# (what you would report) with the same run's accuracy on B (an honest estimate). It does the
+# same for the run picked by its *validation* accuracy, as the course does. The candidates are
+# every run of the tables above.
+
+# %%
+selection = read_table("test-selection")
+print(f"{selection['candidates'].iloc[0]} candidate runs, {selection['split'].nunique()} random "
+      "halvings of the test set")
+fig, ax = plt.subplots(figsize=(7, 3))
+for rule, group in selection.groupby("chosen_by"):
+    ax.hist(100 * group["optimism"], bins=30, alpha=0.6, label=f"chosen on {rule}")
+ax.axvline(0, color="k", lw=1)
+ax.set(xlabel="reported accuracy minus honest accuracy (percentage points)", ylabel="halvings")
+ax.legend()
+plt.show()
+selection.groupby("chosen_by")[["accuracy_a", "accuracy_b", "optimism"]].agg(["mean", "std"]).round(4)
+
+# %% [markdown]
+# Choosing on the test half builds the luck of that half into the reported number, so its
+# optimism is positive on average; choosing on validation does not look at half A at all, and
+# its A and B scores differ only by chance. The size of the optimism grows with the number of
+# candidates that are close to each other: a grid of hundreds of nearly equal configurations,
+# selected on the test set, can report a result it will not reproduce. Select on validation,
+# then look at the test set once.
+
+# %% [markdown]
+# ## 5. Ensembles and flip test-time augmentation
+#
+# Two cheap ways to turn several predictions into a better one: average the softmax outputs of
+# networks trained with different seeds (an **ensemble**), or of each test image and its mirror
+# image (flip **test-time augmentation**, `--tta`). The table holds the test accuracy of every
+# ensemble of the `cpu` preset's seeds, with and without flips.
+
+# %%
+ensembles = read_table("ensembles")
+ensemble_summary = ensembles.groupby(["members", "tta"])["test_accuracy"].agg(["mean", "std", "count"])
+fig, ax = plt.subplots(figsize=(6, 3))
+for tta, group in ensembles.groupby("tta"):
+    stats = group.groupby("members")["test_accuracy"].agg(["mean", "std"])
+    ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=4,
+                label="with flip TTA" if tta else "without")
+ax.set(xlabel="networks in the ensemble", ylabel="test accuracy",
+       xticks=sorted(ensembles["members"].unique()))
+ax.legend()
+plt.show()
+ensemble_summary.round(4)
+
+# %% [markdown]
+# An ensemble costs its size in training and in prediction time; flip TTA costs one more forward
+# pass per image and no training. Each averages away part of the noise of a single prediction.
+#
+# ## 6. `StepLR` stepped after every batch
+#
+# Some learning-rate schedulers are meant to be stepped once per epoch (`StepLR`, `MultiStepLR`),
+# others once per batch (`OneCycleLR`, `CyclicLR`). Step an epoch scheduler after every batch and
+# its whole schedule runs in the first few hundred batches. No training is needed to see it: the
+# cell below steps the same `StepLR(step_size=30, gamma=0.1)` both ways, with the batches of an
+# epoch of the `cpu` preset.
+
+# %%
+def learning_rates(steps_per_epoch: int, epochs: int) -> list[float]:
+    """The learning rate at the start of every epoch, with the scheduler stepped
+    ``steps_per_epoch`` times per epoch."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.1)
+    rates = []
+    for _ in range(epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        for _ in range(steps_per_epoch):
+            optimizer.step()
+            scheduler.step()
+    return rates
+
+
+STEPS_PER_EPOCH = (50_000 - VAL_SIZE) // PRESETS["cpu"].batch_size  # the last partial batch is dropped
+epochs = np.arange(1, 91)
+per_epoch, per_batch = learning_rates(1, 90), learning_rates(STEPS_PER_EPOCH, 90)
+plt.figure(figsize=(6, 3))
+plt.semilogy(epochs, per_epoch, label="stepped once per epoch (intended)")
+plt.semilogy(epochs, np.maximum(per_batch, 1e-30), label="stepped after every batch (the bug)")
+plt.xlabel("epoch")
+plt.ylabel("learning rate (log scale)")
+plt.legend()
+plt.show()
+print(f"{STEPS_PER_EPOCH} batches per epoch; learning rate at the start of epoch 2: "
+      f"{per_epoch[1]:.3g} intended, {per_batch[1]:.3g} with the bug")
+
+# %% [markdown]
+# With the bug the learning rate has fallen by eleven powers of ten after one epoch (one decay
+# every 30 batches), and the network stops learning after its first epoch. `course_utils.training.build_scheduler` returns
+# each scheduler together with when it must be stepped, so `fit` cannot make this mistake.
+#
+# ## 7. Running an experiment yourself
+#
+# Every table above comes from one command, resumable at any point:
+#
+#     python -m course_utils experiment preset --seeds 0 1           # the cpu preset, two seeds
+#     python -m course_utils experiment degradation-cpu --seeds 0 1  # section 2
+#     python -m course_utils experiment eval-mode                    # sections 3-5 evaluate the
+#     python -m course_utils experiment ensembles                    # finished runs again
+#     python -m course_utils experiment test-selection
+#
+# More grids are defined and ready to run, but their tables are **not measured yet** in this
+# repository, so this notebook states nothing about them: `regularization` (none, label
+# smoothing, mixup, CutMix, rotation), `schedules` (constant, cosine, one-cycle, cyclical,
+# warm-up + cosine), `cpu-recipe` (each option of the `cpu` preset on and off in the same time
+# budget) and the full-size `degradation`. Each takes `--minutes M`, the time budget of every
+# run; on a CPU, plan for the number of configurations times seeds times M minutes.
+#
+# In smoke mode, the cell below re-runs every experiment the notebook reads, at toy size (a few
+# hundred images, one or two epochs), into separate `-smoke` folders and tables, to show that the
+# whole path works; its numbers mean nothing. On a GPU you can run the real grids instead.
+
+# %%
+if is_smoke():
+    for name in ("preset", "degradation-cpu"):
+        print(summarize(run_experiment(name, seeds=[0, 1], smoke=True)).round(3))
+    for name in ANALYSES:
+        table = run_analysis(name, smoke=True)
+        print(f"{name}: {len(table)} rows")
+else:
+    print("Full mode: the tables above were read from results/experiments/; the commands above "
+          "re-run them.")
+
+# %% [markdown]
+# ## Questions
+#
+# 1. Two configurations differ by 0.4 points of test accuracy, and each has a spread of 0.5
+#    points over 2 seeds. What can you conclude, and what would you do next?
+# 2. Why does a deeper *plain* network have a higher *training* error, although it could
+#    represent everything the shallower one can?
+# 3. You evaluate in training mode with batches of 1,000 images and get almost the evaluation-mode
+#    accuracy. Is the bug harmless, then?
+# 4. A paper reports the best of 50 hyperparameter settings, each evaluated on the test set. How
+#    would you estimate how optimistic the reported number is?
+#
+# <details><summary>Answers</summary>
+#
+# 1. Nothing yet: the difference is smaller than the spread between seeds of one configuration.
+#    Run more seeds (the standard error of a mean over $n$ seeds shrinks like $1/\sqrt{n}$), or
+#    accept that the two are equally good.
+# 2. Because the optimizer does not find that solution: stacking many nonlinear layers makes the
+#    identity mapping, and the gradients that reach the first layers, hard to obtain (He et al.
+#    2016). A residual block starts near the identity, so extra blocks cost little.
+# 3. No: the predictions still depend on the other images in the batch, so they change with
+#    the batch size and the order of the data, and a single image (a deployed model's usual
+#    input) gets a much worse answer.
+# 4. Split the test set (or better, hold out a second one), select on one part and report on the
+#    other, as section 4 does; the difference is the optimism. Selecting on a validation split
+#    in the first place avoids it.
+#
+# </details>
+#
+# ## What you learned
+#
+# - An experiment is a grid of configurations over seeds; a claim rests on the mean and the sample
+#   spread (n - 1) over seeds, never on one run.
+# - Deeper plain networks are harder to train (the degradation problem); shortcuts remove it.
+# - Forgetting `model.eval()` makes predictions depend on the batch, and ruins them with small
+#   batches.
+# - Choosing among runs on the test set reports an optimistic number; choose on validation.
+# - Ensembles of seeds and flip TTA buy accuracy with prediction time.
+# - `python -m course_utils experiment NAME` runs, resumes and tabulates an experiment, with the
+#   command and machine in every row.
