@@ -305,6 +305,8 @@ assert sizes == ({"train": 1_000, "val": 200, "test": 500} if is_smoke()
 # optimistic, even when none of them is any good. Here is the extreme case: 200 "classifiers" that
 # guess at random among 10 classes. Each has a true accuracy of exactly 10%. We measure all of them
 # on a test set of 1,000 images, pick the best, and then measure the winner on 1,000 fresh images.
+# (Notebook 07, section 4, measures the same optimism on real trained networks instead of random
+# guessers: [07 · The experiments lab](07_experiments_lab.ipynb).)
 
 # %%
 rng = np.random.default_rng(0)

@@ -595,7 +595,9 @@ assert spread[deep, "plain"] > spread[shallow, "plain"]
 # where the training loss would end. He et al. trained every network to the end. What it does
 # show: with everything else equal, whether adding plain layers slows training down, and whether
 # adding the same layers with shortcuts does. If depth only helped, the 50-layer plain network
-# would do at least as well as the 10-layer one.
+# would do at least as well as the 10-layer one. Notebook 07, section 2, runs the comparison with
+# the paper's own CIFAR networks on the whole training set, over several seeds:
+# [07 · The experiments lab](07_experiments_lab.ipynb).
 
 # %%
 FULL_STEPS = 50

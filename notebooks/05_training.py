@@ -658,6 +658,8 @@ fig = plot_history(result.history, result.best_epoch, save=run_dir / "history.pn
 # - the evaluation changes the model: the running statistics drift towards the validation data.
 #
 # We evaluate the trained network both ways, at two batch sizes, each time on a fresh copy.
+# (Notebook 07, section 3, measures the same mistake on whole `cpu` preset runs, over seeds, with
+# batches of 1, 16 and 1,000 test images: [07 · The experiments lab](07_experiments_lab.ipynb).)
 
 # %%
 def evaluate_without_eval_mode(net: nn.Module, loader) -> float:

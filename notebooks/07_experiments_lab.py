@@ -66,10 +66,8 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 
 from course_utils.config import is_smoke
-from course_utils.data import VAL_SIZE
 from course_utils.exercises import check_mean_and_spread
 from course_utils.experiments import (
     ANALYSES,
@@ -80,7 +78,6 @@ from course_utils.experiments import (
     run_experiment,
     summarize,
 )
-from course_utils.training import PRESETS
 
 print(f"smoke mode: {is_smoke()}")
 
@@ -285,52 +282,11 @@ ensemble_summary.round(4)
 # An ensemble costs its size in training and in prediction time; flip TTA costs one more forward
 # pass per image and no training. Each averages away part of the noise of a single prediction.
 #
-# ## 6. `StepLR` stepped after every batch
-#
-# Some learning-rate schedulers are meant to be stepped once per epoch (`StepLR`, `MultiStepLR`),
-# others once per batch (`OneCycleLR`, `CyclicLR`). Step an epoch scheduler after every batch and
-# its whole schedule runs in the first few hundred batches. No training is needed to see it: the
-# cell below steps the same `StepLR(step_size=30, gamma=0.1)` both ways, with the batches of an
-# epoch of the `cpu` preset.
-
-# %%
-def learning_rates(steps_per_epoch: int, epochs: int) -> list[float]:
-    """The learning rate at the start of every epoch, with the scheduler stepped
-    ``steps_per_epoch`` times per epoch."""
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=30, gamma=0.1)
-    rates = []
-    for _ in range(epochs):
-        rates.append(optimizer.param_groups[0]["lr"])
-        for _ in range(steps_per_epoch):
-            optimizer.step()
-            scheduler.step()
-    return rates
-
-
-STEPS_PER_EPOCH = (50_000 - VAL_SIZE) // PRESETS["cpu"].batch_size  # the last partial batch is dropped
-epochs = np.arange(1, 91)
-per_epoch, per_batch = learning_rates(1, 90), learning_rates(STEPS_PER_EPOCH, 90)
-plt.figure(figsize=(6, 3))
-plt.semilogy(epochs, per_epoch, label="stepped once per epoch (intended)")
-plt.semilogy(epochs, np.maximum(per_batch, 1e-30), label="stepped after every batch (the bug)")
-plt.xlabel("epoch")
-plt.ylabel("learning rate (log scale)")
-plt.legend()
-plt.show()
-print(f"{STEPS_PER_EPOCH} batches per epoch; learning rate at the start of epoch 2: "
-      f"{per_epoch[1]:.3g} intended, {per_batch[1]:.3g} with the bug")
-
-# %% [markdown]
-# With the bug the learning rate has fallen by eleven powers of ten after one epoch (one decay
-# every 30 batches), and the network stops learning after its first epoch. `course_utils.training.build_scheduler` returns
-# each scheduler together with when it must be stepped, so `fit` cannot make this mistake.
-#
-# ## 7. Running an experiment yourself
+# ## 6. Running an experiment yourself
 #
 # Every table above comes from one command, resumable at any point:
 #
-#     python -m course_utils experiment preset --seeds 0 1           # the cpu preset, two seeds
+#     python -m course_utils experiment preset --seeds 0 1           # the cpu preset, 2 seeds
 #     python -m course_utils experiment degradation-cpu --seeds 0 1  # section 2
 #     python -m course_utils experiment eval-mode                    # sections 3-5 evaluate the
 #     python -m course_utils experiment ensembles                    # finished runs again
@@ -340,7 +296,11 @@ print(f"{STEPS_PER_EPOCH} batches per epoch; learning rate at the start of epoch
 # repository, so this notebook states nothing about them: `regularization` (none, label
 # smoothing, mixup, CutMix, rotation), `schedules` (constant, cosine, one-cycle, cyclical,
 # warm-up + cosine), `cpu-recipe` (each option of the `cpu` preset on and off in the same time
-# budget) and the full-size `degradation`. Each takes `--minutes M`, the time budget of every
+# budget) and the full-size `degradation`. Nor are, yet, the pitfalls of the task statement that
+# need training runs of their own: `Resize(227)` with the ImageNet stem at equal wall-clock time,
+# ImageNet's normalization constants (and the 0.2023 standard deviation) for a network trained
+# from scratch, and `StepLR` stepped after every batch (notebook 05 plots what it does to the
+# learning rate). Each takes `--minutes M`, the time budget of every
 # run; on a CPU, plan for the number of configurations times seeds times M minutes.
 #
 # In smoke mode, the cell below re-runs every experiment the notebook reads, at toy size (a few
@@ -359,7 +319,7 @@ else:
           "re-run them.")
 
 # %% [markdown]
-# ## Questions
+# ## Check your understanding
 #
 # 1. Two configurations differ by 0.4 points of test accuracy, and each has a spread of 0.5
 #    points over 2 seeds. What can you conclude, and what would you do next?
