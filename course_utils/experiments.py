@@ -9,6 +9,11 @@ experiment resumes where it stopped. The table, one row per run, goes to
 ``results/experiments/NAME.csv``: configuration, seed, test and validation accuracy, the training
 error of every epoch, epochs, wall time, and the machine, date and command that produced it.
 
+Three *analyses* (:data:`ANALYSES`) evaluate finished runs again without training anything more:
+``eval-mode`` (the forgotten ``model.eval()``), ``ensembles`` (seeds averaged, with and without
+flip TTA) and ``test-selection`` (choosing a run on the test set against choosing on validation).
+:func:`read_table` reads a committed table and checks it holds the seeds notebook 07 relies on.
+
 Explained in notebook 07 (the experiments lab).
 """
 
@@ -26,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from course_utils.config import PROJECT_ROOT
+from course_utils.config import PROJECT_ROOT, REPOSITORY
 
 #: Each experiment: configuration name -> the TrainConfig fields it changes in the ``cpu`` preset.
 EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -88,6 +93,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 #: Where the tables go: committed, so notebook 07 reads measurements rather than typed numbers.
 RESULTS_DIR = PROJECT_ROOT / "results" / "experiments"
+#: Where the committed tables are read from when the course was installed without them (Colab).
+RESULTS_URL = f"https://raw.githubusercontent.com/{REPOSITORY}/main/results/experiments"
 
 
 def run_flags(changes: dict[str, Any]) -> list[str]:
@@ -394,7 +401,8 @@ def seeds_in(table: pd.DataFrame) -> int:
 
 def read_table(name: str, results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
     """The committed table ``results/experiments/NAME.csv``, checked against what notebook 07
-    needs of it (:data:`NOTEBOOK_07_TABLES`).
+    needs of it (:data:`NOTEBOOK_07_TABLES`). Installed without the tables (``pip install`` on
+    Colab), it reads the course's own from its repository.
 
     Raises:
         FileNotFoundError: the table is missing; the message gives the command that makes it.
@@ -402,9 +410,18 @@ def read_table(name: str, results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
     """
     path = results_dir / f"{name}.csv"
     make = f"python -m course_utils experiment {name}"
-    if not path.is_file():
+    if path.is_file():
+        table = pd.read_csv(path)
+    elif not (PROJECT_ROOT / "pyproject.toml").is_file():  # pip-installed (Colab): the course's
+        try:  # committed table, from its repository
+            table = pd.read_csv(f"{RESULTS_URL}/{name}.csv")
+        except OSError as exc:
+            raise FileNotFoundError(
+                f"Could not download {RESULTS_URL}/{name}.csv ({exc}); without internet, "
+                f"`{make}` makes the table (see notebook 07)."
+            ) from exc
+    else:
         raise FileNotFoundError(f"{path} is missing: `{make}` makes it (see notebook 07).")
-    table = pd.read_csv(path)
     needed = NOTEBOOK_07_TABLES.get(name, 1)
     if seeds_in(table) < needed:
         raise ValueError(

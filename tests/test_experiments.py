@@ -165,3 +165,19 @@ def test_every_table_notebook_07_reads_is_committed_with_enough_seeds():
         assert table["machine"].notna().all() and table["date"].notna().all(), name
         assert not table["command"].str.contains("--smoke").any(), f"{name}: a smoke table"
     assert (RESULTS_DIR / "degradation-cpu.csv").is_file()
+
+
+def test_installed_without_tables_read_table_fetches_the_courses_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """As on Colab (pip install: no results/ folder), the committed table comes from the course's
+    repository; here a file:// folder stands in for it."""
+    published = tmp_path / "published"
+    published.mkdir()
+    pd.DataFrame({"seed": [0, 1], "test_accuracy": [0.5, 0.6]}).to_csv(published / "eval-mode.csv")
+    monkeypatch.setattr(experiments, "PROJECT_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(experiments, "RESULTS_URL", published.as_uri())
+    table = read_table("eval-mode", tmp_path / "nowhere")
+    assert list(table["seed"]) == [0, 1]
+    with pytest.raises(FileNotFoundError, match="Could not download .*ensembles.csv"):
+        read_table("ensembles", tmp_path / "nowhere")
