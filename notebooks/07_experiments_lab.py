@@ -122,9 +122,9 @@ degradation.head(4)
 #
 # The networks are the paper's CIFAR-10 networks (`course_utils.models.cifar_resnet`: three
 # stages of 16, 32 and 64 channels, $6n + 2$ layers, option A shortcuts for the residual ones).
-# The paper's Fig. 1 compares 20 with 56 layers, trained for 64,000 iterations on a GPU. Its
-# computation per image grows with the depth, so on a laptop's CPU a 56-layer network costs
-# about three times as long per epoch as a 20-layer one. The table here was measured on 2 CPU
+# The paper's Fig. 1 compares 20 with 56 layers, trained for 64,000 iterations on a GPU. The work
+# per image grows with the number of layers, so a 56-layer network costs nearly three times
+# (56 / 20) as long per epoch as a 20-layer one. The table here was measured on 2 CPU
 # cores, so it compares the paper's two shallowest depths, **20 and 32 layers**, after **one
 # epoch** each: the same number of steps for every network, as in the paper. It is the start of
 # the paper's curves, not their end. The full-size grid is `degradation` (20 and 56 layers, the
