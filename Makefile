@@ -16,11 +16,15 @@ RUN    ?= runs/$(if $(PRESET),$(PRESET),default)
 ARGS   ?=
 TORCH_INDEX ?=
 WORK   ?= work
-# The limit for one notebook cell in the smoke website build, in seconds: a hung cell fails
-# instead of stalling the run. (Every test also has pytest-timeout's limit from pyproject.toml.)
+# The limit for one notebook cell in `make test` (nbval), in seconds: a hung cell fails instead of
+# stalling the run. Five times the 60 s that any smoke cell may take on a 2-core machine. (Every test
+# also has pytest-timeout's limit from pyproject.toml.)
 CELL_TIMEOUT ?= 300
+# EXECUTE=0 builds the website without running the notebooks (what the test of the site does:
+# `make test` has run them with nbval already); the pages then show code and text, no outputs.
+EXECUTE ?= 1
 DOCS_STAMP := $(VENV)/.installed-docs
-BOOK   := build/book$(if $(filter 1,$(SMOKE)),-smoke)
+BOOK   := build/book$(if $(filter 1,$(SMOKE)),-smoke)$(if $(filter 0,$(EXECUTE)),-unexecuted)
 # The website caches each executed notebook by its text; the cache is kept per version of
 # course_utils, so that a change to the package executes every notebook again.
 CODE_DIGEST = $(shell cat course_utils/*.py course_utils/*/*.py | sha256sum | cut -c1-12)
@@ -41,12 +45,19 @@ $(DOCS_STAMP): $(STAMP)
 	$(PY) -m pip install -e ".[dev,docs]"
 	touch $(DOCS_STAMP)
 
-# Every test. The smoke website build (tests/test_book.py runs `make book SMOKE=1`) executes every
-# solution notebook top to bottom, a failing cell failing the build; tests/test_student_notebooks.py
-# runs every student notebook as "Run All" does. `ONEDNN_MAX_CPU_ISA=AVX2 make test` runs all of it
-# with the oneDNN kernels of most laptops (AVX2, no AVX-512), as CI does.
+# Every test, in smoke mode, on $(TEST_WORKERS) worker processes of one thread each (pytest-xdist;
+# each test file and each notebook stays on one worker). nbval executes every solution notebook once,
+# one cell a test item (so --durations lists the slowest cells too), with every self-check required
+# to say "correct" (notebooks/conftest.py); tests/test_student_notebooks.py runs the student
+# notebooks as "Run All" does; tests/test_book.py builds the website without executing the
+# notebooks again and opens it in a browser. `ONEDNN_MAX_CPU_ISA=AVX2 make test` runs all of it
+# with the oneDNN kernels of most laptops (AVX2, no AVX-512), as CI does. One thread a worker: two
+# threads wait for each other at every operation, and on a machine with another busy program that
+# made a smoke notebook 15 times slower.
+TEST_WORKERS ?= 2
+PYTEST := COURSE_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 test: $(DOCS_STAMP)
-	COURSE_SMOKE=1 $(PY) -m pytest --durations=10 tests
+	$(PYTEST) --nbval-lax --nbval-cell-timeout=$(CELL_TIMEOUT) --durations=25 tests notebooks
 
 # The tests that train, alone: CI runs them a second time with the machine's own kernels where it
 # has AVX-512 (the first time, `make test` ran them limited to AVX2).
@@ -54,7 +65,7 @@ TRAIN_TESTS = tests/test_training.py tests/test_cli.py tests/test_memory_format.
   tests/test_recipe.py $(wildcard tests/test_experiments.py tests/test_*distributed*.py \
   tests/test_transfer.py)
 test-train: $(STAMP)
-	COURSE_SMOKE=1 $(PY) -m pytest $(TRAIN_TESTS)
+	$(PYTEST) --durations=10 $(TRAIN_TESTS)
 
 # Students: JupyterLab in $(WORK)/, a git-ignored copy of student/ that course updates never touch.
 # The first run copies every student notebook there; later runs copy only notebooks that are new,
@@ -84,6 +95,7 @@ solutions: $(STAMP)
 book: $(DOCS_STAMP)
 	COURSE_SMOKE=$(SMOKE) $(VENV)/bin/sphinx-build -W --keep-going -b html -c docs \
 	  -d $(BOOK)/doctrees -D nb_execution_cache_path=$(abspath $(BOOK))/jupyter_cache-$(CODE_DIGEST) \
+	  $(if $(filter 0,$(EXECUTE)),-D nb_execution_mode=off) \
 	  $(if $(filter 1,$(SMOKE)),-D nb_execution_timeout=$(CELL_TIMEOUT)) . $(BOOK)/html
 	@echo "The course website: $(BOOK)/html/index.html"
 

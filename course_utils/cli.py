@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import torch
@@ -46,7 +45,7 @@ from course_utils.data import (
     DataNotFoundError,
     build_loaders,
     cifar10_splits,
-    compute_mean_std,
+    normalization_stats,
 )
 from course_utils.distributed import (
     DistributedSetupError,
@@ -81,6 +80,8 @@ from course_utils.training import (
     NonFiniteLossError,
     TrainConfig,
     build_model,
+    choose_threads,
+    cpu_threads,
     fit,
     smoke_config,
 )
@@ -188,7 +189,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in metrics.json
-    matplotlib.use("Agg")  # the command line only writes figures to files: no window, no display
     if args.command == "experiment":
         return experiment_command(args)
     if args.command == "ship":
@@ -316,7 +316,8 @@ def train_command(args: argparse.Namespace, device: torch.device) -> int:
     out_dir = from_main_process(out_dir)  # torchrun: every process uses rank 0's folder
     threads = torch.get_num_threads()
     device_name = (
-        torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} CPU threads"
+        torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"{threads} CPU thread{'s' if threads != 1 else ''}"
     )
     print(f"Device: {device} ({device_name}). Run folder: {out_dir}")
 
@@ -324,23 +325,27 @@ def train_command(args: argparse.Namespace, device: torch.device) -> int:
     if device.type == "cuda":
         # The shapes never change, so let cuDNN time its kernels once and keep the fastest.
         torch.backends.cudnn.benchmark = True
-    splits = cifar10_splits(args.data_dir, val_size=cfg.val_size, seed=cfg.seed, smoke=cfg.smoke)
-    if mean is None:  # statistics of this run's own training images, exact and cheap
-        mean, std = compute_mean_std(splits.train.images)
+    splits = cifar10_splits(
+        args.data_dir, cfg.val_size, cfg.seed, cfg.smoke, train_size=cfg.train_size
+    )
+    if mean is None:  # normally the statistics of this run's own training images, exact and cheap
+        mean, std = normalization_stats(cfg.normalization, splits.train)
     loaders = build_loaders(splits, cfg, mean, std, device, rank(), world_size())
     model = build_model(cfg, num_classes=len(splits.train.classes))
-    if cfg.minutes and resume is None:  # a resumed run keeps its planned epochs; 0: no budget
-        # Every process measures its share; under torchrun all of them follow rank 0's plan.
-        cfg = from_main_process(fit_to_budget(cfg, model, loaders, device, started=start))
     train_loader, val_loader, test_loader = loaders
-    result = fit(model, train_loader, val_loader, cfg, device, out_dir=out_dir, resume=resume,
-                 classes=splits.train.classes, mean=mean, std=std,
-                 progress=not args.no_progress and is_main_process())  # fmt: skip
+    cfg = choose_threads(cfg, model, train_loader, device)  # before the budget measures speed
+    with cpu_threads(cfg.threads):
+        if cfg.minutes and resume is None:  # a resumed run keeps its planned epochs; 0: no budget
+            # Every process measures its share; under torchrun all of them follow rank 0's plan.
+            cfg = from_main_process(fit_to_budget(cfg, model, loaders, device, started=start))
+        result = fit(model, train_loader, val_loader, cfg, device, out_dir=out_dir, resume=resume,
+                     classes=splits.train.classes, mean=mean, std=std,
+                     progress=not args.no_progress and is_main_process())  # fmt: skip
 
-    # The test set, once, with the weights chosen on the validation set.
-    load_checkpoint(result.best_checkpoint, model, map_location=device)
-    pred = predict(model, test_loader, device, cfg.channels_last, cfg.amp, cfg.tta)
-    pred = gather_predictions(pred)  # torchrun: every process's slice of the test set, in order
+        # The test set, once, with the weights chosen on the validation set.
+        load_checkpoint(result.best_checkpoint, model, map_location=device)
+        pred = predict(model, test_loader, device, cfg.channels_last, cfg.amp, cfg.tta)
+        pred = gather_predictions(pred)  # torchrun: every process's slice of the test set
     if not is_main_process():  # torchrun: rank 0 alone writes the report
         return 0
     _save_figures(Path(out_dir) / "figures", result, pred, splits.test, mean, std)

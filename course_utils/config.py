@@ -187,12 +187,25 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.bfloat16
 
 
+#: oneDNN's switch that caps the instruction sets its kernels may use (``AVX2`` gives the kernels of
+#: a common laptop on any newer CPU), and words in the names of the caps that still let its kernels
+#: compute bfloat16 natively: AVX512_CORE_BF16 and every level above it (AVX512_CORE_FP16, which
+#: oneDNN also calls AVX10_1_512, and the AMX ones), or no cap (ALL, DEFAULT).
+ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+ONEDNN_BF16_ISAS = ("BF16", "FP16", "AVX10", "AMX", "ALL", "DEFAULT")
+
+
 def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (Intel AMX or AVX512-BF16).
+    """Whether this CPU computes bfloat16 in hardware (Intel AMX or AVX512-BF16), and oneDNN may
+    use those instructions (``ONEDNN_MAX_CPU_ISA`` does not cap its kernels below them).
 
     Elsewhere bfloat16 is emulated, and mixed precision on the CPU costs time instead of saving
-    it; the command line then leaves it off. Explained in notebook 05.
+    it (a training step took 10 times longer with AVX2 kernels on a CPU with AMX); the command line
+    then leaves it off. Explained in notebook 05.
     """
+    cap = os.environ.get(ONEDNN_ISA_ENV, "").strip().upper()
+    if cap and not any(name in cap for name in ONEDNN_BF16_ISAS):
+        return False
     cpu = torch.cpu
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private, so looked up
     return any(getattr(cpu, name, lambda: False)() for name in checks)

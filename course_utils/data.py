@@ -55,6 +55,15 @@ CIFAR10_JPEG_MEAN = (0.4913, 0.4821, 0.4465)
 CIFAR10_JPEG_STD = (0.2452, 0.2428, 0.2606)
 #: Widely copied "std" that is really the mean of per-image stds, not the dataset std (notebook 01).
 WRONG_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+#: The normalization that torchvision's ImageNet weights were trained with (its
+#: ``ResNet18_Weights.IMAGENET1K_V1.transforms()``): inputs to those weights must be normalized
+#: with these, and a network trained from scratch on CIFAR-10 with CIFAR-10's own (notebook 01).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The input statistics a run can normalize with (``TrainConfig.normalization``): the run's own
+#: training images (right), ImageNet's, or CIFAR-10's mean with the widely copied 0.2023 "std".
+#: Notebook 07 measures what the two wrong ones cost.
+NORMALIZATIONS = ("dataset", "imagenet", "per-image-std")
 
 OFFICIAL_FOLDER = "cifar-10-batches-py"  # what torchvision extracts
 OFFICIAL_ARCHIVE = "cifar-10-python.tar.gz"  # what torchvision downloads
@@ -380,6 +389,7 @@ def cifar10_splits(
     seed: int = DEFAULT_SEED,
     smoke: bool | None = None,
     download: bool = False,
+    train_size: int | None = None,
 ) -> Splits:
     """Train / validation / test parts of CIFAR-10; in smoke mode, small stratified subsets.
 
@@ -389,6 +399,8 @@ def cifar10_splits(
         seed: makes the split (and the smoke subsets) repeatable.
         smoke: shrink to the sizes in ``config.SMOKE``; default: read ``COURSE_SMOKE``.
         download: allow torchvision to download the official release.
+        train_size: keep only this many training images (a stratified subset, drawn with
+            ``seed``); ``None`` keeps all. Validation and test are unchanged.
 
     Explained in notebook 02.
     """
@@ -403,6 +415,16 @@ def cifar10_splits(
         # The same test images whatever the seed, so that runs (and ensembles of them) compare.
         test = test.subset(stratified_subset(test.labels, SMOKE.test_per_class, DEFAULT_SEED))
     train_idx, val_idx = train_val_split(train_full.labels, val_size, seed)
+    if train_size is not None:
+        n_classes, available = len(train_full.classes), len(train_idx)
+        if train_size % n_classes or train_size > available:
+            raise ValueError(
+                f"train_size={train_size}: it must be a multiple of the {n_classes} classes and "
+                f"at most the {available} training images there are; use e.g. "
+                f"{min(available, max(n_classes, train_size - train_size % n_classes))}."
+            )
+        per_class = train_size // n_classes
+        train_idx = train_idx[stratified_subset(train_full.labels[train_idx], per_class, seed)]
     return Splits(train_full.subset(train_idx), train_full.subset(val_idx), test)
 
 
@@ -498,6 +520,26 @@ def eval_transform(
     not the luck of an augmentation draw. Explained in notebook 02.
     """
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
+
+
+def normalization_stats(
+    kind: str, train: CIFAR10Arrays
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The ``(mean, std)`` a run normalizes its inputs with, by ``TrainConfig.normalization``.
+
+    ``"dataset"`` (right): the per-channel statistics of the run's own training images.
+    ``"imagenet"``: ImageNet's, as code copied from an ImageNet example uses.
+    ``"per-image-std"``: CIFAR-10's mean with the widely copied ``(0.2023, 0.1994, 0.2010)``,
+    which is the mean of per-image stds, about 18% below the real std (notebook 01).
+    Notebook 07 measures what the two wrong ones cost in accuracy.
+    """
+    if kind == "dataset":
+        return compute_mean_std(train.images)
+    if kind == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if kind == "per-image-std":
+        return CIFAR10_MEAN, WRONG_CIFAR10_STD
+    raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {kind!r}")
 
 
 def denormalize(

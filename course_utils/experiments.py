@@ -19,6 +19,8 @@ Explained in notebook 07 (the experiments lab).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import json
 import platform
@@ -32,6 +34,10 @@ import pandas as pd
 import torch
 
 from course_utils.config import PROJECT_ROOT, REPOSITORY
+
+#: The small-data setting of the regularization, schedule and normalization grids: a stratified
+#: 4,000 of the training images, 8 epochs, no time budget.
+SMALL_DATA: dict[str, Any] = {"train_size": 4_000, "minutes": 0, "epochs": 8}
 
 #: Each experiment: configuration name -> the TrainConfig fields it changes in the ``cpu`` preset.
 EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -63,20 +69,39 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # The `cpu` preset as it is, over seeds: the runs the analyses below evaluate.
     "preset": {"cpu preset": {}},
+    # Regularization, schedules and input normalization, at a scale this CPU affords: 4,000
+    # training images (400 per class) for 8 epochs, the same for every configuration (equal epochs,
+    # not a time budget, so that a slower option is not also given fewer steps). The full
+    # validation and test sets are kept, so the accuracies are measured on 5,000 and 10,000 images.
     "regularization": {
-        "none": {"label_smoothing": 0.0},
-        "label smoothing 0.1": {"label_smoothing": 0.1},
-        "mixup 0.2": {"label_smoothing": 0.0, "mixup": 0.2},
-        "cutmix 1.0": {"label_smoothing": 0.0, "cutmix": 1.0},
-        "rotation 15": {"label_smoothing": 0.0, "rotation": 15.0},
+        name: {**SMALL_DATA, "label_smoothing": 0.0, **changes}
+        for name, changes in [
+            ("none", {}),
+            ("label smoothing 0.1", {"label_smoothing": 0.1}),
+            ("mixup 0.2", {"mixup": 0.2}),
+            ("cutmix 1.0", {"cutmix": 1.0}),
+            ("rotation 15", {"rotation": 15.0}),
+        ]
     },
-    # Schedules that need no epoch numbers chosen in advance (the budget picks the epochs).
     "schedules": {
-        "constant": {"schedule": "none", "lr": 0.05},
-        "cosine": {"schedule": "cosine"},
-        "onecycle": {"schedule": "onecycle"},
-        "cyclic": {"schedule": "cyclic"},
-        "warm-up + cosine": {"schedule": "warmup_cosine"},
+        name: {**SMALL_DATA, **changes}
+        for name, changes in [
+            ("constant", {"schedule": "none"}),  # the peak lr of the others, throughout
+            ("step", {"schedule": "step", "step_size": 4, "gamma": 0.1}),  # /10 after epoch 4
+            ("cosine", {"schedule": "cosine"}),
+            ("one-cycle", {"schedule": "onecycle"}),
+            ("cyclic", {"schedule": "cyclic", "cycle_epochs": 4.0}),  # two whole cycles
+            ("warm-up + cosine", {"schedule": "warmup_cosine"}),
+        ]
+    },
+    # The seeds' normalization slips: ImageNet's statistics, and the 0.2023 "std" (notebook 01).
+    "normalization": {
+        name: {**SMALL_DATA, "normalization": kind}
+        for name, kind in [
+            ("own statistics", "dataset"),
+            ("ImageNet's", "imagenet"),
+            ("0.2023 std", "per-image-std"),
+        ]
     },
     # What each option of the recipe buys inside the same time budget (the `cpu` preset's choice).
     "cpu-recipe": {
@@ -136,7 +161,8 @@ def run_experiment(
 
     Args:
         seeds: one run per configuration and seed.
-        minutes: each run's time budget (``--minutes``); ``None`` keeps the preset's.
+        minutes: each run's time budget (``--minutes``); ``None`` keeps the grid's epochs (or the
+            preset's budget).
         smoke: tiny runs on the smoke subset, to check the code path.
         runs_root: parent of the run folders (default ``runs/experiments``).
     """
@@ -148,10 +174,16 @@ def run_experiment(
     for configuration, changes in EXPERIMENTS[name].items():
         for seed in seeds:
             folder = run_folder(name, configuration, seed, smoke, runs_root)
+            if smoke:  # the smoke subset is already small
+                changes = {k: v for k, v in changes.items() if k != "train_size"}
             args = ["train", "--preset", "cpu", "--seed", str(seed), "--out", str(folder),
                     "--no-progress", *run_flags(changes)]  # fmt: skip
             args += ["--smoke"] if smoke else [] if minutes is None else ["--minutes", str(minutes)]
-            if not (folder / "metrics.json").is_file():
+            twin = None if (folder / "metrics.json").is_file() else finished_twin(args, folder)
+            if twin is not None:  # the same run was made for another grid: read it
+                print(f"[{name}] {configuration}, seed {seed}: the same run as {twin}, reused")
+                folder = twin
+            elif not (folder / "metrics.json").is_file():
                 print(f"[{name}] {configuration}, seed {seed}", flush=True)
                 if command_line(args) != 0:
                     raise RuntimeError(f"the run {folder} failed: see the messages above")
@@ -170,6 +202,26 @@ def run_folder(
     runs_root = runs_root or PROJECT_ROOT / "runs" / "experiments"
     grid = f"{name}-smoke" if smoke else name
     return runs_root / grid / f"{configuration.replace(' ', '_')}-seed{seed}"
+
+
+def finished_twin(args: list[str], folder: Path) -> Path | None:
+    """A finished run of the same experiments folder as ``folder``, trained with exactly the
+    configuration that ``args`` give, if one exists (grids share configurations: the
+    regularization grid's label smoothing 0.1 is the schedules grid's one-cycle)."""
+    from course_utils.cli import build_parser, resolve_config
+    from course_utils.config import get_device
+
+    with contextlib.redirect_stdout(io.StringIO()):  # resolve_config may explain its choices
+        cfg, _ = resolve_config(build_parser().parse_args(args), get_device())
+
+    def recipe(config: dict[str, Any]) -> dict[str, Any]:  # threads: each machine chooses its own
+        return {k: v for k, v in config.items() if k != "threads"}
+
+    wanted = recipe(json.loads(json.dumps(cfg.to_dict())))  # tuples become lists, as in JSON
+    for metrics in sorted(folder.parent.parent.glob("*/*/metrics.json")):
+        if recipe(json.loads(metrics.read_text()).get("config", {})) == wanted:
+            return metrics.parent
+    return None
 
 
 def provenance(command: str) -> dict[str, str]:
@@ -215,6 +267,38 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
         epochs=("epochs", "mean"),
         wall_minutes=("wall_seconds", lambda s: s.mean() / 60),
     )
+
+
+def compare_with(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Each configuration's test accuracy against ``baseline``'s, with what the seeds can tell.
+
+    Columns: ``test_mean`` and ``test_std`` (sample std over ``seeds``); ``difference`` from the
+    baseline's mean; its standard error, ``sqrt(s_a^2 / n_a + s_b^2 / n_b)``; ``verdict``: "higher"
+    or "lower" when the difference is at least twice its standard error, else "not told apart"
+    (a rough rule: with two or three seeds a standard error is itself uncertain); and the last
+    epoch's ``train_error`` and ``val_error``, means over seeds, to tell under- from overfitting.
+    """
+    last = {name: table[f"{name}_per_epoch"].map(lambda errors: json.loads(errors)[-1])
+            for name in ("train_error", "val_error")}  # fmt: skip
+    groups = table.assign(**last).groupby("configuration", sort=False)
+    out = groups.agg(
+        test_mean=("test_accuracy", "mean"),
+        test_std=("test_accuracy", "std"),
+        seeds=("seed", "nunique"),
+        train_error=("train_error", "mean"),
+        val_error=("val_error", "mean"),
+    )
+    if baseline not in out.index:
+        raise ValueError(f"no configuration {baseline!r} in the table; it has {list(out.index)}")
+    base = out.loc[baseline]
+    out.insert(3, "difference", out["test_mean"] - base["test_mean"])
+    squared = out["test_std"] ** 2 / out["seeds"] + base["test_std"] ** 2 / base["seeds"]
+    out.insert(4, "standard_error", np.sqrt(squared))
+    clear = out["difference"].abs() >= 2 * out["standard_error"]
+    verdict = np.where(out["difference"] > 0, "higher", "lower")
+    out.insert(5, "verdict", np.where(clear, verdict, "not told apart"))
+    out.loc[baseline, "verdict"] = "baseline"
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -384,6 +468,9 @@ def run_analysis(
 #: fewest candidate runs). The notebook's text relies on these counts; the tests check them.
 NOTEBOOK_07_TABLES = {
     "degradation-cpu": 2,
+    "regularization": 2,
+    "schedules": 2,
+    "normalization": 2,
     "eval-mode": 2,
     "ensembles": 2,
     "test-selection": 8,

@@ -6,11 +6,12 @@ Every function builds one matplotlib figure, returns it, and saves it as well wh
 with ``plt.close(fig)``.
 
 Explained alongside the notebooks that use them: 01 (class balance, sample grid), 02 (augmentation),
-05 (learning curves) and 06 (confusion matrix, mistakes, t-SNE).
+05 (learning curves), 06 (confusion matrix, mistakes, t-SNE) and 07 (experiment tables).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -353,4 +354,50 @@ def tsne_scatter(
     )
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=1.5)
+    return _finish(fig, save)
+
+
+def plot_experiment(
+    table: pd.DataFrame, title: str = "", save: str | os.PathLike[str] | None = None
+) -> Figure:
+    """One experiment table at a glance, never a single run: two panels.
+
+    Left, each configuration's test accuracy: a dot and a whisker for the mean and the sample
+    standard deviation over seeds, small black dots for the seeds themselves. Right, its error
+    per epoch, averaged over seeds: solid on the training batches, dashed on validation (the two
+    apart: overfitting; together and high: underfitting).
+
+    Args:
+        table: rows as ``course_utils.experiments.run_experiment`` writes them (``configuration``,
+            ``seed``, ``test_accuracy``, ``train_error_per_epoch``, ``val_error_per_epoch``).
+        title: the figure's title.
+        save: also save the figure there (PNG).
+
+    Explained in notebook 07.
+    """
+    groups = table.groupby("configuration", sort=False)
+    fig, (ax_test, ax_curves) = plt.subplots(1, 2, figsize=(12, 0.5 * groups.ngroups + 2.6))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, group) in enumerate(groups):
+        color = colors[i % len(colors)]
+        accuracy = 100 * group["test_accuracy"]
+        spread = accuracy.std() if len(accuracy) > 1 else 0.0
+        ax_test.errorbar(accuracy.mean(), i, xerr=spread, fmt="o", color=color, capsize=4)
+        ax_test.plot(accuracy, [i] * len(accuracy), "k.", alpha=0.6)
+        for column, style in (("train_error_per_epoch", "-"), ("val_error_per_epoch", "--")):
+            curves = np.array([json.loads(errors) for errors in group[column]])  # (seeds, epochs)
+            epochs = np.arange(1, curves.shape[1] + 1)
+            label = name if style == "-" else None
+            ax_curves.plot(epochs, 100 * curves.mean(axis=0), style, color=color, label=label)
+    ax_test.set_yticks(range(groups.ngroups), list(groups.groups))
+    ax_test.invert_yaxis()  # the grid's order, top to bottom
+    ax_test.set(xlabel="test accuracy (%)", title="test accuracy: mean ± std, dots: seeds")
+    ax_curves.set(xlabel="epoch", ylabel="error (%)",
+                  title="error per epoch, mean over seeds\n(solid: training, dashed: validation)")  # fmt: skip
+    ax_curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_curves.legend(fontsize="small")
+    for ax in (ax_test, ax_curves):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return _finish(fig, save)

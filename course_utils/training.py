@@ -17,16 +17,19 @@ Explained in notebook 05 (training with early stopping).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -42,7 +45,13 @@ from course_utils.checkpoints import (
     save_checkpoint,
 )
 from course_utils.config import DEFAULT_SEED, SMOKE, autocast_dtype, rng_states, set_rng_states
-from course_utils.data import CIFAR10_CLASSES, VAL_SIZE, set_loader_epoch
+from course_utils.data import (
+    CIFAR10_CLASSES,
+    NORMALIZATIONS,
+    TRAIN_SIZE,
+    VAL_SIZE,
+    set_loader_epoch,
+)
 from course_utils.distributed import (
     barrier,
     broadcast_buffers,
@@ -89,6 +98,13 @@ TIMING_COLUMNS = ("epoch_seconds", "images_per_second")
 BatchMixing = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 #: Batches between two checks for a non-finite loss (each check waits for the device once).
 NONFINITE_CHECK_EVERY = 50
+#: Fewer CPU threads are chosen only when they are at least this much faster (a smaller gain is
+#: within the noise of timing a few steps).
+THREADS_MIN_GAIN = 0.10
+#: Training steps timed for each candidate thread count, after one warm-up step.
+THREADS_TIMED_STEPS = 2
+#: An epoch that trains this many times slower than the run's fastest epoch gets a warning.
+SLOWDOWN_WARNING = 3.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,6 +187,15 @@ class TrainConfig:
     val_size: int = setting(
         VAL_SIZE, "images held out of the 50,000 for validation", valid=AT_LEAST_1
     )
+    train_size: int | None = setting(
+        None, "train on only this many of the training images, a stratified subset (default: all)",
+        valid=AT_LEAST_1,
+    )  # fmt: skip
+    normalization: str = setting(
+        "dataset",
+        "input statistics: the training images' own, or a common mistake (see data.NORMALIZATIONS)",
+        choices=NORMALIZATIONS,
+    )
     smoke: bool = setting(False, "use the small smoke subset (sizes in config.SMOKE)")
     batch_size: int = setting(128, "training images per optimizer step", valid=AT_LEAST_1)
     eval_batch_size: int = setting(500, "images per batch when evaluating", valid=AT_LEAST_1)
@@ -247,6 +272,11 @@ class TrainConfig:
     )
     # Speed and reproducibility
     channels_last: bool = setting(True, "NHWC memory layout: faster convolutions")
+    threads: int = setting(
+        0,
+        "CPU threads for PyTorch (0: time a few steps at the start and keep the fastest count)",
+        valid=NOT_NEGATIVE,
+    )
     amp: bool = setting(False, "mixed precision: float16 on CUDA, bfloat16 on the CPU")
     sync_bn: bool = setting(
         False, "torchrun: BatchNorm statistics over the global batch, not each process's share"
@@ -275,6 +305,14 @@ class TrainConfig:
             raise ConfigError(
                 "depth", f"cifar_resnet depth must be 6n+2 (20, 32, ...), got {self.depth}"
             )
+        smoke_train = SMOKE.train_per_class * len(CIFAR10_CLASSES)
+        available = smoke_train if self.smoke else TRAIN_SIZE - self.val_size
+        if self.train_size is not None and self.train_size > available:
+            where = "in smoke mode" if self.smoke else f"after {self.val_size} are held out"
+            raise ConfigError(
+                "train_size", f"train_size must be at most the {available} training images "
+                f"there are {where}, got {self.train_size}",
+            )  # fmt: skip
         if any(m < 1 for m in self.milestones):
             raise ConfigError(
                 "milestones", f"milestones must be epochs >= 1, got {self.milestones}"
@@ -502,6 +540,33 @@ def build_scheduler(
     return Schedule(None, per_batch=False)
 
 
+def learning_rates(
+    cfg: TrainConfig, steps_per_epoch: int, step_every_batch: bool | None = None
+) -> np.ndarray:
+    """The learning rate of every batch of a run with ``cfg``'s schedule, ``(epochs * steps,)``.
+
+    Nothing is trained: a stand-in parameter and an optimizer are stepped through the run, and the
+    scheduler is stepped as :func:`build_scheduler` says (per batch or per epoch), unless
+    ``step_every_batch`` overrides that to reproduce the classic bug (a per-epoch schedule stepped
+    after every batch). Explained in notebook 05; notebook 07 plots the schedules it compares.
+    """
+    stand_in = torch.zeros(1, requires_grad=True)  # one dummy parameter: only the lr matters here
+    optimizer = torch.optim.SGD([stand_in], lr=cfg.lr)
+    scheduler, per_batch = build_scheduler(optimizer, cfg, steps_per_epoch)
+    if step_every_batch is not None:
+        per_batch = step_every_batch
+    lrs = []
+    for _epoch in range(cfg.epochs):
+        for _batch in range(steps_per_epoch):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()  # no gradient, so nothing changes; schedulers expect a step first
+            if scheduler is not None and per_batch:
+                scheduler.step()
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+    return np.array(lrs)
+
+
 def build_mixing(cfg: TrainConfig, num_classes: int) -> BatchMixing | None:
     """mixup and CutMix on whole batches (torchvision's ``v2.MixUp`` and ``v2.CutMix``), or None.
 
@@ -669,6 +734,88 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------------------
+# CPU threads: how many to use, measured
+# --------------------------------------------------------------------------------------------------
+
+
+class ThreadChoice(NamedTuple):
+    """The thread count :func:`pick_threads` chose, and what it measured."""
+
+    threads: int
+    seconds_per_step: dict[int, float]  # candidate thread count -> seconds per training step
+
+
+def thread_candidates(threads: int) -> list[int]:
+    """The counts worth timing, from ``threads`` (PyTorch's default: one per core) down to 1."""
+    return sorted({threads, threads - 1, threads // 2, 1} - {0}, reverse=True)
+
+
+def pick_threads(seconds_per_step: Callable[[int], float], candidates: Sequence[int]) -> ThreadChoice:
+    """Time one training step at each candidate count; keep the first candidate (the most
+    threads) unless another is at least ``THREADS_MIN_GAIN`` faster."""
+    times = {threads: seconds_per_step(threads) for threads in candidates}
+    first, fastest = candidates[0], min(times, key=times.__getitem__)
+    chosen = fastest if times[fastest] < (1 - THREADS_MIN_GAIN) * times[first] else first
+    return ThreadChoice(chosen, times)
+
+
+def choose_threads(
+    cfg: TrainConfig, model: nn.Module, train_loader: Any, device: torch.device | str
+) -> TrainConfig:
+    """``cfg`` with ``threads`` fixed: as given, or the fastest count measured on this machine.
+
+    PyTorch runs each operation on one thread per core, and the threads wait for each other at
+    the end of it. When another program keeps one core busy, the thread there gets only part of
+    its time and every operation waits for it: fewer threads than cores are then faster, often
+    several times (``benchmarks/busy_machine.py`` measures it). So with ``threads=0`` a few
+    training steps of a throwaway copy of ``model`` are timed at each of
+    :func:`thread_candidates`, and the count is saved in the run's configuration, so that
+    ``--resume`` computes with the same one. On a GPU, and under torchrun (which gives each
+    process one thread), nothing is measured. Explained in notebook 05.
+    """
+    device = torch.device(device)
+    if device.type != "cpu" or world_size() > 1 or cfg.threads:
+        return cfg
+    default = torch.get_num_threads()
+    if default == 1:
+        return dataclasses.replace(cfg, threads=1)
+    trial = copy.deepcopy(model)
+    optimizer = build_optimizer(trial, cfg)
+
+    def seconds_per_step(threads: int) -> float:
+        torch.set_num_threads(threads)
+        step = lambda n: train_one_epoch(trial, [batch] * n, nn.CrossEntropyLoss(), optimizer,
+                                         device, amp=cfg.amp, channels_last=cfg.channels_last)  # fmt: skip
+        step(1)  # warm-up: a new thread count starts its threads and picks its kernels
+        return step(THREADS_TIMED_STEPS).seconds / THREADS_TIMED_STEPS
+
+    with torch.random.fork_rng(devices=[]):  # measuring must not change the run that follows
+        batch = next(iter(train_loader))  # may draw augmentations from the global generator
+        try:
+            choice = pick_threads(seconds_per_step, thread_candidates(default))
+        finally:
+            torch.set_num_threads(default)
+    if choice.threads != default:
+        times = ", ".join(
+            f"{n} thread{'s' if n > 1 else ''} {s:.2f} s" for n, s in choice.seconds_per_step.items()
+        )
+        print(f"CPU threads: {choice.threads} of {default}, the fastest here (seconds per training "
+              f"step: {times}). Another program is probably keeping a core busy.")  # fmt: skip
+    return dataclasses.replace(cfg, threads=choice.threads)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
+    """Run the block with PyTorch on ``threads`` CPU threads (0: as it is), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------------
 # Early stopping
 # --------------------------------------------------------------------------------------------------
 
@@ -764,9 +911,9 @@ class FitResult:
         self.epochs_run = len(self.history)
 
 
-#: Configuration fields that may differ between a run and its resumption (they do not change
-#: the arithmetic of training).
-RESUME_FREE_FIELDS = ("num_workers", "eval_batch_size")
+#: Configuration fields that may differ between a run and its resumption (they do not change the
+#: arithmetic of training; ``threads`` does, so a resumed run takes the count saved in last.pt).
+RESUME_FREE_FIELDS = ("num_workers", "eval_batch_size", "threads")
 
 
 @dataclass
@@ -831,23 +978,26 @@ def fit(
     device, out = torch.device(device), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = _start_run(model, cfg, device, len(train_loader), num_classes=len(classes))
-    start_epoch = 0 if resume is None else _resume(Path(resume), run, cfg, device)
+    start_epoch, cfg = (0, cfg) if resume is None else _resume(Path(resume), run, cfg, device)
+    cfg = choose_threads(cfg, model, train_loader, device)  # a resumed run keeps its count
     metadata = _describe_run(model, cfg, classes, mean, std)  # saved in both checkpoints
     epochs = trange(start_epoch + 1, cfg.epochs + 1, initial=start_epoch, total=cfg.epochs,
                     desc="epochs", disable=not progress)  # fmt: skip
-    for epoch in epochs:
-        if run.stopper.should_stop:  # a resumed run that had already stopped early
-            break
-        set_loader_epoch(train_loader, cfg.seed, epoch)
-        try:
-            row = _epoch(run, epoch, train_loader, val_loader, cfg, device, progress)
-        except NonFiniteLossError as exc:
-            kept = kept_message(out / "last.pt", out / "best.pt")
-            raise NonFiniteLossError(f"Epoch {epoch}: {exc} {kept}") from None
-        _save_epoch(out, run, row, metadata, improved=run.stopper.step(row[cfg.monitor]))
-        epochs.set_postfix(train_acc=f"{row['train_acc']:.3f}", val_acc=f"{row['val_acc']:.3f}")
-        if run.stopper.should_stop or epoch == stop_after_epoch:
-            break
+    with cpu_threads(cfg.threads):
+        for epoch in epochs:
+            if run.stopper.should_stop:  # a resumed run that had already stopped early
+                break
+            set_loader_epoch(train_loader, cfg.seed, epoch)
+            try:
+                row = _epoch(run, epoch, train_loader, val_loader, cfg, device, progress)
+            except NonFiniteLossError as exc:
+                kept = kept_message(out / "last.pt", out / "best.pt")
+                raise NonFiniteLossError(f"Epoch {epoch}: {exc} {kept}") from None
+            _save_epoch(out, run, row, metadata, improved=run.stopper.step(row[cfg.monitor]))
+            _warn_if_slowed_down(run.history["images_per_second"])
+            epochs.set_postfix(train_acc=f"{row['train_acc']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+            if run.stopper.should_stop or epoch == stop_after_epoch:
+                break
     epochs.close()
     barrier()  # under torchrun, wait until rank 0 has written the last files
     return FitResult(
@@ -941,6 +1091,21 @@ def _epoch(
     }
 
 
+def _warn_if_slowed_down(images_per_second: list[float]) -> None:
+    """Say so when the last epoch trained ``SLOWDOWN_WARNING`` times slower than the fastest."""
+    if len(images_per_second) > 1 and images_per_second[-1] * SLOWDOWN_WARNING < max(
+        images_per_second
+    ):
+        warnings.warn(
+            f"This epoch trained at {images_per_second[-1]:.0f} images/s, "
+            f"{max(images_per_second) / images_per_second[-1]:.0f} times slower than this run's "
+            f"fastest epoch: another program is probably using the CPU, and PyTorch's threads "
+            f"wait for each other. Close that program, or start the run again with --threads 1.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
 def _over_all_processes(stats: EpochStats) -> EpochStats:
     """Under torchrun, an epoch's training loss and accuracy over the images of every process
     (each measured its own share); a single process's numbers unchanged."""
@@ -952,9 +1117,12 @@ def _over_all_processes(stats: EpochStats) -> EpochStats:
     return stats._replace(loss=loss_sum / images, accuracy=correct / images, images=int(images))
 
 
-def _resume(path: Path, run: _Run, cfg: TrainConfig, device: torch.device) -> int:
+def _resume(
+    path: Path, run: _Run, cfg: TrainConfig, device: torch.device
+) -> tuple[int, TrainConfig]:
     """Load ``last.pt`` into ``run`` (weights, optimizer, schedule, scaler, early stopping,
-    history, random generators); returns the number of epochs it had finished."""
+    history, random generators); returns the number of epochs it had finished, and ``cfg`` with
+    the thread count the run chose (the same count computes the same numbers)."""
     state = load_checkpoint(
         path, run.model, run.optimizer, run.schedule.scheduler, run.scaler, map_location=device
     )
@@ -966,7 +1134,7 @@ def _resume(path: Path, run: _Run, cfg: TrainConfig, device: torch.device) -> in
     run.stopper.load_state_dict(state["early_stopping"])
     run.history = {column: list(values) for column, values in state["history"].items()}
     set_rng_states(state["rng"])
-    return int(state["epoch"])
+    return int(state["epoch"]), dataclasses.replace(cfg, threads=state["config"]["threads"])
 
 
 def _save_epoch(

@@ -67,11 +67,6 @@ CHECKPOINTS_DIR = PROJECT_ROOT / "checkpoints"
 #: ``checkpoints/`` folder (``pip install`` on Colab): the same file in the course's repository.
 SHIPPED_URL = f"https://raw.githubusercontent.com/{REPOSITORY}/main/checkpoints"
 
-#: The normalization that torchvision's ImageNet weights were trained with (its
-#: ``ResNet18_Weights.IMAGENET1K_V1.transforms()``): inputs to those weights must be normalized
-#: with these, and a network trained from scratch on CIFAR-10 with CIFAR-10's own (notebook 01).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The image size torchvision's ImageNet weights were trained and evaluated at (224x224 crops).
 IMAGENET_SIZE = 224
 

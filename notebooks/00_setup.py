@@ -192,7 +192,8 @@ pd.Series(estimates, name=f"minutes per epoch on {device}").round(2).to_frame()
 # several **threads**, by default one per physical core. `torch.get_num_threads()` says how many.
 # More threads only help while there are idle cores: on a 2-core machine, or one busy with other
 # work, the gain is small and can even turn into a loss. Measure before you change it with
-# `torch.set_num_threads(n)`.
+# `torch.set_num_threads(n)`. The course's training runs measure it for you: they time a few
+# training steps at a few thread counts and keep the fastest (notebook 05).
 
 # %%
 a = torch.randn(1024, 1024)

@@ -57,7 +57,6 @@ if "google.colab" in sys.modules:
 # %%
 import copy
 import inspect
-import itertools
 import math
 import tempfile
 import warnings
@@ -95,9 +94,11 @@ from course_utils.training import (
     TrainConfig,
     build_model,
     build_optimizer,
-    build_scheduler,
+    choose_threads,
+    cpu_threads,
     evaluate,
     fit,
+    learning_rates,
     smoke_config,
     train_one_epoch,
 )
@@ -260,24 +261,11 @@ STEPS_PER_EPOCH = 100  # a real run at batch 128 has 351 batches per epoch; the 
 def lr_curve(cfg: TrainConfig, step_every_batch: bool | None = None) -> np.ndarray:
     """The lr used at each batch of a run with `cfg`'s schedule; nothing is trained.
 
-    The scheduler is stepped as `build_scheduler` says (per batch or per epoch), unless
-    `step_every_batch` overrides that, to reproduce the classic bug.
+    `learning_rates` steps a stand-in parameter through the run and steps the scheduler as
+    `build_scheduler` says (per batch or per epoch), unless `step_every_batch` overrides that,
+    to reproduce the classic bug.
     """
-    stand_in = torch.zeros(1, requires_grad=True)  # one dummy parameter: only the lr matters here
-    opt = torch.optim.SGD([stand_in], lr=cfg.lr)
-    scheduler, per_batch = build_scheduler(opt, cfg, STEPS_PER_EPOCH)
-    if step_every_batch is not None:
-        per_batch = step_every_batch
-    lrs = []
-    for _epoch in range(cfg.epochs):
-        for _batch in range(STEPS_PER_EPOCH):
-            lrs.append(opt.param_groups[0]["lr"])
-            opt.step()  # no gradient, so nothing changes; schedulers expect a step before theirs
-            if scheduler is not None and per_batch:
-                scheduler.step()
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-    return np.array(lrs)
+    return learning_rates(cfg, STEPS_PER_EPOCH, step_every_batch)
 
 
 fake_run = TrainConfig(epochs=30, lr=0.1)
@@ -299,6 +287,10 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# Which schedule trains the best network? Section 7 of
+# [07 · The experiments lab](07_experiments_lab.ipynb) compares six of them on real training
+# runs, over seeds.
+#
 # ### Two bugs that fail silently
 #
 # Both come from widely read tutorials, and neither raises an error; the lr curve shows them at a
@@ -586,6 +578,21 @@ print(f"preset: {preset}; {len(train_loader)} training batches of {cfg.batch_siz
 pd.Series(cfg.to_dict(), name="value").to_frame()
 
 # %% [markdown]
+# **How many CPU threads?** On a CPU, PyTorch runs each operation on one thread per core, and the
+# threads wait for each other at the end of it. When another program keeps one of those cores busy
+# (a browser, a second notebook), the thread there gets only part of its time, and every operation
+# waits for it: fewer threads than cores can then be several times faster (`benchmarks/README.md`
+# has the measurement). So `fit`, and `python -m course_utils train`, first time a few training
+# steps at a few thread counts and keep the fastest (`choose_threads`), unless `cfg.threads` names
+# a count; the count goes into the checkpoints, so a resumed run computes with the same one, and
+# `fit` warns if an epoch later trains several times slower than the fastest one. Here, once
+# explicitly (on a GPU there is nothing to choose):
+
+# %%
+cfg = choose_threads(cfg, build_model(cfg), train_loader, device)
+print(f"CPU threads for this run: {cfg.threads}" if device.type == "cpu" else "GPU: no threads to choose")
+
+# %% [markdown]
 # Before committing to a run, a measurement, the same one `python -m course_utils train --minutes M`
 # makes: `measure_throughput` times a few real training and validation batches on a throwaway copy
 # of the network. Without a GPU, `plan_epochs` then picks the most epochs that fit in the budget,
@@ -593,7 +600,8 @@ pd.Series(cfg.to_dict(), name="value").to_frame()
 # a number of epochs, is what keeps a run to its time on laptops that differ twofold in speed.
 
 # %%
-speed = measure_throughput(build_model(cfg), train_loader, val_loader, cfg, device)
+with cpu_threads(cfg.threads):  # 0 on a GPU: as it is
+    speed = measure_throughput(build_model(cfg), train_loader, val_loader, cfg, device)
 epoch_seconds = len(train_loader) * speed.train + len(val_loader) * speed.eval
 print(f"about {cfg.batch_size / speed.train:,.0f} training images/s here: "
       f"{epoch_seconds / 60:.1f} min per epoch with validation")

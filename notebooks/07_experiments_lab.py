@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -22,7 +22,8 @@
 # The earlier notebooks state several things that deep-learning folklore takes for granted: deeper
 # plain networks train *worse* (the problem residual connections solve), a model must be switched
 # to evaluation mode before it is tested, choosing among runs by their test score inflates that
-# score, and averaging several networks helps. This notebook does not take them on trust. It
+# score, averaging several networks helps, regularization and a good learning-rate schedule pay,
+# and the normalization constants must be right. This notebook does not take them on trust. It
 # reads tables of **real training runs on CIFAR-10**, repeated over seeds, and shows what they
 # say, including where they say less than the folklore.
 #
@@ -39,6 +40,8 @@
 # - measure what forgetting `model.eval()` costs, and why the cost depends on the batch size;
 # - measure the optimism of choosing a model on the test set, against choosing on validation;
 # - measure what an ensemble of seeds and flip test-time augmentation buy;
+# - compare regularizers, learning-rate schedules and normalization constants by a difference and
+#   its standard error, and tell underfitting from overfitting in the learning curves;
 # - run an experiment yourself, and resume it when it is interrupted.
 #
 # **Course map:** previous: [06 · Evaluation, confusion & t-SNE](06_evaluation.ipynb); next:
@@ -62,22 +65,34 @@ if "google.colab" in sys.modules:
 
 # %%
 import json
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from course_utils.config import is_smoke
+from course_utils.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    WRONG_CIFAR10_STD,
+)
 from course_utils.exercises import check_mean_and_spread
 from course_utils.experiments import (
     ANALYSES,
     EXPERIMENTS,
     NOTEBOOK_07_TABLES,
+    SMALL_DATA,
+    compare_with,
     read_table,
     run_analysis,
     run_experiment,
     summarize,
 )
+from course_utils.plotting import plot_experiment
+from course_utils.training import PRESETS, learning_rates
 
 print(f"smoke mode: {is_smoke()}")
 
@@ -316,8 +331,151 @@ ensemble_summary.round(4)
 # With two seeds there is one ensemble of two, so its spread cannot be measured: more seeds
 # (`python -m course_utils experiment preset --seeds 0 1 2`, then `experiment ensembles`) would
 # give ensembles of 1, 2 and 3 with error bars.
+
+# %% [markdown]
+# ## 6. Regularization on a small training set
 #
-# ## 6. Running an experiment yourself
+# The next three experiments change one thing at a time in the `cpu` preset's recipe, on a
+# setting small enough to repeat over seeds on two CPU cores: **4,000 training images** (a
+# stratified 400 per class, `--train-size 4000`) for **8 epochs**, every configuration for the
+# same number of epochs (a time budget would give a slower option fewer steps). Validation and
+# test keep all their images, 5,000 and 10,000, so the accuracies are measured precisely; what is
+# small is the training. These are the grid's settings, changed in the `cpu` preset:
+
+# %%
+print(SMALL_DATA)
+
+# %% [markdown]
+# *Regularization* makes the training task harder in order to make the network generalize:
+# label smoothing (train towards 0.9 for the right class instead of 1), mixup (train on blends of
+# two images and of their labels), CutMix (paste a patch of another image, mix the labels by
+# area) and random rotation. Each one fights **overfitting**, a training error well below the
+# validation error. The left panel below shows each configuration's test accuracy over seeds, the
+# right one its training error (solid) and validation error (dashed) per epoch, which says
+# whether there was any overfitting to fight. The table under it compares every configuration
+# with no regularization at all: the difference of the means, its standard error
+# $\sqrt{s_a^2/n_a + s_b^2/n_b}$, and a verdict, "higher" or "lower" only when the difference
+# is at least twice its standard error (`course_utils.experiments.compare_with`).
+
+# %%
+regularization = read_table("regularization")
+fig = plot_experiment(regularization, "Regularization: 4,000 training images, 8 epochs")
+compare_with(regularization, "none").round(4)
+
+# %% [markdown]
+# First, the curves: without regularization, the training error at the end (on augmented batches)
+# is about as high as the validation error. Eight epochs on 4,000 images leave this network
+# **underfitting**: it has not yet learned its training images well, so there is little
+# overfitting for a regularizer to fight. (For mixup and CutMix the training error is not
+# comparable: it is measured on the mixed images against the label of the image in front, which
+# a blend often hides, so it sits higher by construction. Their validation curves compare.)
+#
+# Then the table. The spread between the two seeds without regularization is large here (each
+# seed also draws its own 4,000 images and its own validation split), so label smoothing, mixup
+# and rotation are **not told apart** from no regularization: their differences are well inside
+# two standard errors. The one clear effect is against the folklore: **CutMix costs accuracy** in
+# this setting, by more than twice the standard error. Pasting patches of other images makes
+# each training image harder, which pays when a network would otherwise memorize its training
+# set and costs when it is still learning the basics. What this table does *not* say is that
+# regularization is useless: the mixup and CutMix papers (Zhang et al. 2018; Yun et al. 2019)
+# report their CIFAR gains after 200 to 300 epochs on the whole training set, a scale not
+# measured in this repository. A regularizer is a remedy for overfitting; first look at the
+# curves to see whether you have it.
+
+# %% [markdown]
+# ## 7. Learning-rate schedules
+#
+# The same setting, with label smoothing 0.1 as in the preset, and six ways to move the learning
+# rate over the 8 epochs, all peaking at the preset's 0.2: **constant** (0.2 throughout),
+# **step** (divided by 10 after epoch 4, `StepLR`), **cosine** (a half cosine from 0.2 to 0 over
+# the epochs, stepped once per epoch), **one-cycle** (the preset's: a quarter of the steps
+# warming up from 0.008, then down to almost 0), **cyclic** (triangular, up and down twice) and
+# **warm-up + cosine** (a straight warm-up over a quarter of the steps, then a cosine to 0).
+# Here they are, replayed batch by batch without training (`course_utils.training.learning_rates`,
+# as in notebook 05). One configuration, one-cycle, is the regularization grid's "label smoothing
+# 0.1" run: the runner finds that the same configuration has run before and reads it instead of
+# training it twice.
+
+# %%
+steps_per_epoch = SMALL_DATA["train_size"] // PRESETS["cpu"].batch_size  # whole batches only
+fig, ax = plt.subplots(figsize=(8, 3.2))
+for name, changes in EXPERIMENTS["schedules"].items():
+    lrs = learning_rates(replace(PRESETS["cpu"], **changes), steps_per_epoch)
+    ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs, label=name)
+ax.set(xlabel="epoch", ylabel="learning rate", title=f"The six schedules, {len(lrs)} batches each")
+ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+plt.tight_layout()
+plt.show()
+
+# %%
+schedules = read_table("schedules")
+fig = plot_experiment(schedules, "Learning-rate schedules: 4,000 training images, 8 epochs")
+compare_with(schedules, "constant").round(4)
+
+# %% [markdown]
+# The table splits the six schedules into two groups. The three that **start small and warm up**
+# to the peak (one-cycle, cyclic and warm-up + cosine, each from lr / 25 = 0.008) all beat a
+# constant learning rate by more than twice the standard error, and their seeds agree closely.
+# The three that **start at the peak** (constant, step and cosine, at 0.2 from the first batch)
+# are not told apart from one another, and step and cosine vary much more between seeds. Within
+# each group the differences are about as large as the spread, so the table does not rank
+# one-cycle, cyclic and warm-up + cosine.
+#
+# What the grouping suggests is that, for this network and batch, the first steps at the full
+# learning rate do lasting damage, which a warm-up avoids (Goyal et al. 2017 warm up for the same
+# reason). The table only suggests it: it does not isolate the warm-up, and the experiment that
+# would test it is yours to run, step and cosine with a warm-up added (a change of the
+# `schedules` grid in `course_utils/experiments.py`). Note also what the table does not show:
+# step and cosine lower the learning rate towards the end, and still did no better than a
+# constant one here: lowering the rate at the end was not enough on its own.
+
+# %% [markdown]
+# ## 8. Normalization constants
+#
+# Notebook 01 computed CIFAR-10's per-channel mean and standard deviation and showed two slips
+# that circulate in copied code: ImageNet's statistics (mean 0.485, 0.456, 0.406; std 0.229,
+# 0.224, 0.225), and a "std" of 0.2023, 0.1994, 0.2010, which is the average of each image's own
+# std and about 18% smaller than the dataset's. What do they cost a network trained from scratch?
+# `--normalization imagenet` and `--normalization per-image-std` train with them; the baseline
+# normalizes with the statistics of its own training images.
+
+# %%
+normalization = read_table("normalization")
+fig = plot_experiment(normalization, "Normalization: 4,000 training images, 8 epochs")
+compare_with(normalization, "own statistics").round(4)
+
+# %% [markdown]
+# The table tells none of the three apart: each difference from the baseline is less than twice
+# its standard error. Neither slip costs measurable accuracy here. Why can a network shrug them
+# off? Both change the inputs by a fixed shift and scale per channel. The cell below computes how
+# much larger each channel's inputs are than with the dataset's own statistics, and by how many
+# of its standard deviations each mean moves:
+
+# %%
+own_mean, own_std = np.array(CIFAR10_MEAN), np.array(CIFAR10_STD)
+pd.DataFrame(
+    {
+        "input scale, 0.2023 std": own_std / np.array(WRONG_CIFAR10_STD),
+        "input scale, ImageNet's": own_std / np.array(IMAGENET_STD),
+        "mean shift (own stds), ImageNet's": (own_mean - np.array(IMAGENET_MEAN)) / own_std,
+    },
+    index=["red", "green", "blue"],
+).round(3)
+
+# %% [markdown]
+# The 0.2023 "std" makes every channel's inputs larger by a similar factor, ImageNet's statistics
+# scale them a little and move the means by a fraction of a standard deviation. The first
+# convolution has no bias and is followed by BatchNorm, which divides its outputs by their
+# standard deviation over the batch: a factor common to all three input channels scales the
+# convolution's outputs by the same factor and is undone exactly. Shifts and differences between
+# channels are not undone exactly, but they are small, and the first layer's weights can learn
+# around them. So for a network trained from scratch with BatchNorm, the exact constants matter
+# little; what matters is using the *same* constants for training and for every later use of the
+# model (the checkpoints store them). They matter more where a network was trained by someone
+# else: pretrained weights expect the normalization they were trained with (notebook 08). And the
+# table does not change notebook 01's point: 0.2023 is not CIFAR-10's standard deviation.
+#
+# ## 9. Running an experiment yourself
 #
 # Every table above comes from one command, resumable at any point:
 #
@@ -326,32 +484,40 @@ ensemble_summary.round(4)
 #     python -m course_utils experiment eval-mode                    # sections 3-5 evaluate the
 #     python -m course_utils experiment ensembles                    # finished runs again
 #     python -m course_utils experiment test-selection
+#     python -m course_utils experiment regularization --seeds 0 1   # sections 6-8
+#     python -m course_utils experiment schedules --seeds 0 1
+#     python -m course_utils experiment normalization --seeds 0 1
 #
-# More grids are defined and ready to run, but their tables are **not measured yet** in this
-# repository, so this notebook states nothing about them: `regularization` (none, label
-# smoothing, mixup, CutMix, rotation), `schedules` (constant, cosine, one-cycle, cyclical,
-# warm-up + cosine), `cpu-recipe` (each option of the `cpu` preset on and off in the same time
-# budget) and the full-size `degradation`. Nor are, yet, the pitfalls of the task statement that
-# need training runs of their own: `Resize(227)` with the ImageNet stem at equal wall-clock time,
-# ImageNet's normalization constants (and the 0.2023 standard deviation) for a network trained
-# from scratch, and `StepLR` stepped after every batch (notebook 05 plots what it does to the
-# learning rate). Each takes `--minutes M`, the time budget of every
-# run; on a CPU, plan for the number of configurations times seeds times M minutes.
+# Some grids are defined and ready to run, but their tables are **not measured yet** in this
+# repository, so this notebook states nothing about them: `cpu-recipe` (each option of the `cpu`
+# preset on and off in the same time budget) and the full-size `degradation` (20 and 56 layers,
+# for a GPU). Nor are, yet, ensembles of three seeds (a third `preset` run, then `experiment
+# ensembles` again), `Resize(227)` with the ImageNet stem at equal wall-clock time, and `StepLR`
+# stepped after every batch as a measured accuracy (notebook 05 plots what it does to the
+# learning rate: after a few dozen batches it is practically zero, and the weights hardly change
+# from then on). `--minutes M` gives every run of a grid a time budget of M minutes, in place of
+# the grid's own number of epochs. On a CPU, plan for the number of configurations times seeds
+# times the minutes of one run; the `wall_seconds` column of a table says how long each of its
+# runs took here.
 #
-# In smoke mode, the cell below re-runs every experiment the notebook reads, at toy size (a few
-# hundred images, one or two epochs), into separate `-smoke` folders and tables, to show that the
-# whole path works; its numbers mean nothing. On a GPU you can run the real grids instead.
+# In smoke mode, the two cells below show that the whole path works, at toy size (1,000 training
+# images, two epochs), into separate `-smoke` folders and tables; their numbers mean nothing. The
+# first re-runs the `preset` grid for two seeds, the second the three analyses on those two runs.
+# (Every other grid goes through the same runner; the test suite checks that each of their
+# configurations is a valid run.) On a GPU you can run the real grids instead.
 
 # %%
 if is_smoke():
-    for name in ("preset", "degradation-cpu"):
-        print(summarize(run_experiment(name, seeds=[0, 1], smoke=True)).round(3))
-    for name in ANALYSES:
-        table = run_analysis(name, smoke=True)
-        print(f"{name}: {len(table)} rows")
+    print(summarize(run_experiment("preset", seeds=[0, 1], smoke=True)).round(3))
 else:
     print("Full mode: the tables above were read from results/experiments/; the commands above "
           "re-run them.")
+
+# %%
+if is_smoke():
+    for name in ANALYSES:
+        table = run_analysis(name, smoke=True)
+        print(f"{name}: {len(table)} rows")
 
 # %% [markdown]
 # ## Check your understanding
@@ -364,6 +530,8 @@ else:
 #    accuracy. Is the bug harmless, then?
 # 4. A paper reports the best of 50 hyperparameter settings, each evaluated on the test set. How
 #    would you estimate how optimistic the reported number is?
+# 5. Your training and validation error curves lie on top of each other, and both are high. Would
+#    you add mixup? What would you change instead?
 #
 # <details><summary>Answers</summary>
 #
@@ -379,6 +547,10 @@ else:
 # 4. Split the test set (or better, hold out a second one), select on one part and report on the
 #    other, as section 4 does; the difference is the optimism. Selecting on a validation split
 #    in the first place avoids it.
+# 5. No: curves together and high mean underfitting, and a regularizer makes the training task
+#    harder still (in section 6, CutMix cost accuracy in exactly this situation). Train longer,
+#    use a larger network, or tune the learning rate and its schedule; regularize once the
+#    training error falls clearly below the validation error.
 #
 # </details>
 #
@@ -394,5 +566,11 @@ else:
 # - Choosing among runs on the test set builds the test set's luck into the reported number, the
 #   more so the more close candidates there are; choose on validation.
 # - Ensembles of seeds and flip TTA buy accuracy with prediction time.
+# - A regularizer fights overfitting. On a short run that still underfits, label smoothing, mixup
+#   and rotation were not told apart from no regularization, and CutMix cost accuracy: read the
+#   learning curves before you regularize.
+# - The schedules that warm up from a small learning rate beat a constant one clearly; those that
+#   start at the peak did not, here. The table groups them; an experiment isolating the warm-up
+#   would say why.
 # - `python -m course_utils experiment NAME` runs, resumes and tabulates an experiment, with the
 #   command and machine in every row.

@@ -72,6 +72,8 @@ from course_utils.budget import BudgetError, fit_to_budget, measure_throughput
 from course_utils.checkpoints import load_checkpoint
 from course_utils.config import get_device, is_smoke, set_seed
 from course_utils.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     TRAIN_SIZE,
     VAL_SIZE,
     CIFAR10Arrays,
@@ -97,9 +99,7 @@ from course_utils.training import (
 )
 from course_utils.transfer import (
     ANIMALS,
-    IMAGENET_MEAN,
     IMAGENET_SIZE,
-    IMAGENET_STD,
     VEHICLES,
     FrozenBatchNorm2d,
     PretrainedNotFoundError,

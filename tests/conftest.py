@@ -41,6 +41,17 @@ def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_per_worker():
+    """Every test process computes on one thread (`make test` also sets OMP_NUM_THREADS=1). Its
+    workers run side by side, one a core; two threads in each would wait for each other at every
+    operation whenever the other worker, or another program, keeps a core busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one thread: tiny models run faster (no threads waiting on each other, which on

@@ -178,25 +178,25 @@ def test_every_setting_has_one_flag_with_its_help():
         (["--label-smoothing", "1.5"], "--label-smoothing"),
         (["--batch-size", "many"], "--batch-size"),
         (["--minutes", "-5"], "--minutes"),
+        (["--train-size", "45001"], "--train-size"),
+        (["--normalization", "cifar100"], "--normalization"),
     ],
 )
-def test_bad_values_are_rejected_before_any_work(tmp_path: Path, flags: list[str], named: str):
+def test_bad_values_are_rejected_before_any_work(
+    tmp_path: Path, flags: list[str], named: str, monkeypatch: pytest.MonkeyPatch, capsys
+):
     """Exit status 2 and one line that names the flag, before the data is even looked for (the
-    data folder here is empty: reaching it would print "CIFAR-10 not found" instead)."""
-    env = {**os.environ, "COURSE_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "course_utils", "train", "--device", "cpu", *flags],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 2, done.stdout + done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert named in last and "Traceback" not in done.stderr, done.stderr
-    assert "not found" not in done.stderr and not (tmp_path / "cache").exists()
+    data folder here is empty: reaching it would print "CIFAR-10 not found" instead). In-process:
+    the one subprocess of this module, `smoke_run`, checks `python -m course_utils` itself."""
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("COURSE_SMOKE", raising=False)  # the full-size limits
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--device", "cpu", *flags])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert named in last and "Traceback" not in err, err
+    assert "not found" not in err and not (tmp_path / "cache").exists()
 
 
 def test_cpu_mixed_precision_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch, capsys):
@@ -212,6 +212,21 @@ def test_cpu_mixed_precision_follows_native_bfloat16(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(cli, "cpu_has_native_bfloat16", lambda: False)
     assert not resolve_config(build_parser().parse_args(["train", "--preset", "full"]), cpu)[0].amp
     assert PRESETS["full"].amp  # on a GPU the preset keeps float16
+
+
+def test_native_bfloat16_respects_the_onednn_cap(monkeypatch: pytest.MonkeyPatch):
+    """With oneDNN capped below AVX512-BF16 (AVX2: a laptop's kernels), bfloat16 is emulated, and
+    a training step took 10 times longer here: mixed precision must then stay off."""
+    from course_utils import config
+
+    monkeypatch.delenv(config.ONEDNN_ISA_ENV, raising=False)
+    hardware = config.cpu_has_native_bfloat16()
+    for cap in ("AVX2", "avx512_core", "AVX512_CORE_VNNI", "AVX2_VNNI"):
+        monkeypatch.setenv(config.ONEDNN_ISA_ENV, cap)
+        assert not config.cpu_has_native_bfloat16(), cap
+    for cap in ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX", "ALL"):
+        monkeypatch.setenv(config.ONEDNN_ISA_ENV, cap)
+        assert config.cpu_has_native_bfloat16() == hardware, cap
 
 
 def test_minutes_zero_means_no_budget(

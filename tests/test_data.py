@@ -480,3 +480,34 @@ def test_real_splits_full_and_smoke(cifar_root):
     other_seed = D.cifar10_splits(cifar_root, seed=1, smoke=True)
     np.testing.assert_array_equal(other_seed.test.images, smoke.test.images)  # one test set
     assert not np.array_equal(other_seed.train.labels, smoke.train.labels)
+
+
+def _rows(images: np.ndarray) -> set[bytes]:
+    return {image.tobytes() for image in images}
+
+
+def test_train_size_keeps_a_stratified_subset_of_the_training_split(cifar_root):
+    full = D.cifar10_splits(cifar_root, smoke=False)
+    small = D.cifar10_splits(cifar_root, smoke=False, train_size=1_000)
+    np.testing.assert_array_equal(small.train.class_counts(), np.full(10, 100))
+    assert _rows(small.train.images) <= _rows(full.train.images)  # drawn from training only
+    np.testing.assert_array_equal(small.val.images, full.val.images)  # validation untouched
+    np.testing.assert_array_equal(small.test.images, full.test.images)
+    again = D.cifar10_splits(cifar_root, smoke=False, train_size=1_000)
+    np.testing.assert_array_equal(again.train.images, small.train.images)  # seeded
+    for bad in (1_005, 45_010):
+        with pytest.raises(ValueError, match="multiple of the 10 classes and at most the 45000"):
+            D.cifar10_splits(cifar_root, smoke=False, train_size=bad)
+
+
+def test_normalization_stats_by_name(folder_data):
+    root, _ = folder_data
+    train = D.cifar10_splits(root, val_size=10, smoke=False).train
+    pixels = train.images.astype(np.float64) / 255  # (N, H, W, 3)
+    mean, std = D.normalization_stats("dataset", train)
+    np.testing.assert_allclose(mean, pixels.mean(axis=(0, 1, 2)), atol=1e-6)
+    np.testing.assert_allclose(std, pixels.std(axis=(0, 1, 2)), atol=1e-6)
+    assert D.normalization_stats("imagenet", train) == (D.IMAGENET_MEAN, D.IMAGENET_STD)
+    assert D.normalization_stats("per-image-std", train) == (D.CIFAR10_MEAN, D.WRONG_CIFAR10_STD)
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        D.normalization_stats("cifar100", train)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sklearn import metrics
@@ -152,8 +151,3 @@ def test_tsne_embedding_shapes_and_repeatability(n_samples: int):
     assert list(np.bincount(sample_labels)) == [n_samples // 4] * 4
     again, _, _ = tsne_embedding(features, labels, n_samples=n_samples, seed=0)
     np.testing.assert_allclose(embedding, again)
-
-
-def test_tables_are_dataframes(known: Predictions):
-    assert isinstance(per_class_accuracy(known, CLASSES), pd.DataFrame)
-    assert isinstance(classification_report(known, CLASSES), pd.DataFrame)

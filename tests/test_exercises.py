@@ -6,9 +6,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from course_utils.exercises import check_exercise, results_match
+from course_utils.exercises import (
+    CHECK_SOLUTIONS_ENV,
+    SolutionCheckError,
+    check_exercise,
+    results_match,
+)
 from course_utils.exercises.core import _forbid
 
 
@@ -77,3 +83,22 @@ def test_forbidden_reference_is_trapped_and_restored():
     else:
         raise AssertionError("the alias of the reference was not trapped")
     assert owner.reference is original and namespace["alias"] is original
+
+
+@pytest.mark.parametrize("answer", ["missing", "wrong", "crash"])
+def test_solution_notebooks_demand_correct(answer: str, monkeypatch: pytest.MonkeyPatch, capsys):
+    """With COURSE_CHECK_SOLUTIONS=1 (the solution notebooks under `make test`), any verdict but
+    "correct" raises, so a solution that fails its own check fails the run."""
+
+    def student():
+        if answer == "missing":
+            raise NotImplementedError
+        if answer == "crash":
+            raise KeyError("oops")
+        return 8
+
+    monkeypatch.setenv(CHECK_SOLUTIONS_ENV, "1")
+    with pytest.raises(SolutionCheckError, match=r"\[sum\] the solution's answer is 'not"):
+        check_exercise("sum", student, reference=lambda: 7)
+    assert "[sum] not" in capsys.readouterr().out  # the verdict is printed first, as always
+    assert check_exercise("sum", lambda: 7, reference=lambda: 7) == 7  # correct passes

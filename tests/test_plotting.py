@@ -23,6 +23,7 @@ from course_utils.plotting import (
     image_grid,
     mistakes_gallery,
     plot_confusion,
+    plot_experiment,
     plot_history,
     tsne_scatter,
 )
@@ -149,3 +150,34 @@ def test_mistakes_gallery_and_tsne_scatter(arrays: CIFAR10Arrays, tmp_path: Path
     rng = np.random.default_rng(0)
     fig = tsne_scatter(rng.normal(size=(50, 2)), rng.integers(0, 10, 50), save=tmp_path / "t.png")
     assert_png(fig, tmp_path / "t.png")
+
+
+def test_plot_experiment_draws_means_spreads_and_every_seed(tmp_path: Path):
+    import json
+
+    table = pd.DataFrame(
+        {
+            "configuration": ["a", "a", "b", "b"],
+            "seed": [0, 1, 0, 1],
+            "test_accuracy": [0.60, 0.64, 0.70, 0.71],
+            "train_error_per_epoch": [
+                json.dumps(e) for e in ([0.5, 0.3], [0.7, 0.5], [0.4, 0.2], [0.4, 0.2])
+            ],
+            "val_error_per_epoch": [json.dumps([0.6, 0.5])] * 4,
+        }
+    )
+    fig = plot_experiment(table, "t", save=tmp_path / "e.png")
+    assert_png(fig, tmp_path / "e.png")
+    ax_test, ax_curves = fig.axes
+    means = [c.lines[0].get_xdata()[0] for c in ax_test.containers]
+    np.testing.assert_allclose(means, [62, 70.5])
+    bar = ax_test.containers[0].lines[2][0].get_segments()[0]  # the whisker of "a"
+    np.testing.assert_allclose(bar[:, 0], [62 - 100 * np.std([0.6, 0.64], ddof=1),
+                                           62 + 100 * np.std([0.6, 0.64], ddof=1)])
+    seed_dots = [line for line in ax_test.lines if line.get_linestyle() == "None"
+                 and line.get_marker() == "."]
+    seeds = sorted(x for line in seed_dots for x in line.get_xdata())
+    assert seeds == pytest.approx([60, 64, 70, 71])
+    solid_a = ax_curves.lines[0]
+    np.testing.assert_allclose(solid_a.get_ydata(), [60, 40])  # mean of a's two training curves
+    assert [t.get_text() for t in ax_test.get_yticklabels()] == ["a", "b"]

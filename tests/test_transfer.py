@@ -23,13 +23,20 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from near_ties import assert_accuracy_agrees
 from torch import nn
 
 from course_utils import transfer as T
 from course_utils.checkpoints import ArchitectureMismatchError, load_checkpoint, save_checkpoint
 from course_utils.cli import main
 from course_utils.config import PROJECT_ROOT
-from course_utils.data import CIFAR10Arrays, build_loaders, cifar10_splits
+from course_utils.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CIFAR10Arrays,
+    build_loaders,
+    cifar10_splits,
+)
 from course_utils.evaluation import predict
 from course_utils.exercises import NOT_RIGHT, NOT_SOLVED
 from course_utils.exercises.notebook08 import check_parameter_groups
@@ -338,7 +345,7 @@ def test_resized_batches():
 
 def test_imagenet_constants_are_torchvisions():
     transforms = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
-    assert list(T.IMAGENET_MEAN) == transforms.mean and list(T.IMAGENET_STD) == transforms.std
+    assert list(IMAGENET_MEAN) == transforms.mean and list(IMAGENET_STD) == transforms.std
     assert [T.IMAGENET_SIZE] == transforms.crop_size
 
 
@@ -436,12 +443,12 @@ def test_cli_linear_probe_from_a_checkpoint(cifar_root: Path, tmp_path: Path):
 
 
 def test_the_shipped_cpu_checkpoint_scores_what_its_metrics_say(cifar_root: Path):
-    if "cpu" not in T.SHIPPED_CHECKPOINTS:
-        pytest.skip(
-            "no shipped 'cpu' checkpoint yet (course_utils/transfer.py, SHIPPED_CHECKPOINTS)"
-        )
+    """The course ships it (README, notebooks 06 and 08): a missing one is a failure. Its run
+    tested it on another machine's kernels, so the predictions may differ on near ties."""
+    assert "cpu" in T.SHIPPED_CHECKPOINTS, "the shipped 'cpu' checkpoint is not registered"
     state = T.load_pretrained("cpu")
     cfg = TrainConfig.from_dict(state["config"])
+    assert not cfg.amp and not cfg.tta, "this test compares float32 logits"
     model = build_model(replace(cfg, init="scratch", freeze_backbone=False), len(state["classes"]))
     model.load_state_dict(state["model"])
     splits = cifar10_splits(cifar_root, val_size=cfg.val_size, seed=cfg.seed, smoke=False)
@@ -449,7 +456,7 @@ def test_the_shipped_cpu_checkpoint_scores_what_its_metrics_say(cifar_root: Path
     pred = predict(model, test_loader, "cpu", cfg.channels_last, cfg.amp, cfg.tta)
     recorded = json.loads((T.CHECKPOINTS_DIR / "cpu" / "metrics.json").read_text())
     assert len(pred) == 10_000
-    assert abs(pred.accuracy - recorded["test_accuracy"]) <= 0.0005
+    assert_accuracy_agrees(recorded["test_accuracy"], pred.logits, pred.labels)
 
 
 def test_ship_checkpoint_keeps_float32_weights_and_the_runs_record(tmp_path, monkeypatch):

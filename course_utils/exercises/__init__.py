@@ -24,12 +24,14 @@ Used by notebooks 01-08.
 """
 
 from course_utils.exercises.core import (
+    CHECK_SOLUTIONS_ENV,
     CORRECT,
     FALLBACK,
     IMAGENET_MEAN,
     IMAGENET_STD,
     NOT_RIGHT,
     NOT_SOLVED,
+    SolutionCheckError,
     Wrong,
     check_exercise,
     results_match,
@@ -69,6 +71,7 @@ from course_utils.exercises.notebook07 import check_mean_and_spread
 
 __all__ = [
     "BOTTLENECK_CASES",
+    "CHECK_SOLUTIONS_ENV",
     "CONV_CASES",
     "CORRECT",
     "FALLBACK",
@@ -77,6 +80,7 @@ __all__ = [
     "NOT_RIGHT",
     "NOT_SOLVED",
     "STOPPING_RUNS",
+    "SolutionCheckError",
     "Wrong",
     "check_basic_block_forward",
     "check_bottleneck",

@@ -3,6 +3,7 @@ student's answer from calling the reference implementation. See ``course_utils.e
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -23,8 +24,18 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # to
 _PACKAGE = str(Path(__file__).resolve().parent.parent)  # course_utils/
 
 
+#: Environment variable that makes every self-check demand "correct": set while the *solution*
+#: notebooks run in ``make test`` (``notebooks/conftest.py``), so a solution that fails its own
+#: check fails the test run instead of printing "not right yet".
+CHECK_SOLUTIONS_ENV = "COURSE_CHECK_SOLUTIONS"
+
+
 class Wrong(Exception):
     """Raised inside a check when the student's answer is wrong; the message says what is wrong."""
+
+
+class SolutionCheckError(AssertionError):
+    """A solution notebook's own answer did not pass its check (``COURSE_CHECK_SOLUTIONS=1``)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,19 +101,18 @@ def self_check(
     try:
         result = attempt()
     except NotImplementedError:
-        _say(name, NOT_SOLVED, FALLBACK, hint)
+        verdict, detail = NOT_SOLVED, FALLBACK
     except Wrong as wrong:
-        _say(name, NOT_RIGHT, f"{wrong} So {FALLBACK}", hint)
+        verdict, detail = NOT_RIGHT, f"{wrong} So {FALLBACK}"
     except Exception as exc:  # noqa: BLE001 - a student's bug: report it, go on
-        _say(
-            name,
-            NOT_RIGHT,
-            f"your code raised {type(exc).__name__}: {exc}{_where(exc)}. So {FALLBACK}",
-            hint,
-        )
+        verdict = NOT_RIGHT
+        detail = f"your code raised {type(exc).__name__}: {exc}{_where(exc)}. So {FALLBACK}"
     else:
         _say(name, CORRECT, f"the rest of this notebook uses {uses}.")
         return result
+    _say(name, verdict, detail, hint)
+    if os.environ.get(CHECK_SOLUTIONS_ENV, "").strip().lower() in {"1", "true", "yes"}:
+        raise SolutionCheckError(f"[{name}] the solution's answer is {verdict!r}: {detail}")
     return reference()
 
 
