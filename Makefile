@@ -52,8 +52,8 @@ $(DOCS_STAMP): $(STAMP)
 # notebooks as "Run All" does; tests/test_book.py builds the website without executing the
 # notebooks again and opens it in a browser. `ONEDNN_MAX_CPU_ISA=AVX2 make test` runs all of it
 # with the oneDNN kernels of most laptops (AVX2, no AVX-512), as CI does. One thread a worker: two
-# threads wait for each other at every operation, and on a machine with another busy program that
-# made a smoke notebook 15 times slower.
+# threads wait for each other at every operation, and with one busy program beside it that made
+# notebook 05 5.5 times slower (benchmarks/README.md).
 TEST_WORKERS ?= 2
 PYTEST := COURSE_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 test: $(DOCS_STAMP)
@@ -93,9 +93,9 @@ solutions: $(STAMP)
 # into $(BOOK)/html. SMOKE=1 builds it on a small subset in minutes; the outputs never go back
 # into notebooks/. Needs CIFAR-10 like the notebooks do (data/ or COURSE_DATA_DIR).
 book: $(DOCS_STAMP)
-	COURSE_SMOKE=$(SMOKE) $(VENV)/bin/sphinx-build -W --keep-going -b html -c docs \
-	  -d $(BOOK)/doctrees -D nb_execution_cache_path=$(abspath $(BOOK))/jupyter_cache-$(CODE_DIGEST) \
-	  $(if $(filter 0,$(EXECUTE)),-D nb_execution_mode=off) \
+	COURSE_SMOKE=$(SMOKE) COURSE_BOOK_EXECUTE=$(EXECUTE) $(VENV)/bin/sphinx-build -W --keep-going \
+	  -b html -c docs -d $(BOOK)/doctrees \
+	  -D nb_execution_cache_path=$(abspath $(BOOK))/jupyter_cache-$(CODE_DIGEST) \
 	  $(if $(filter 1,$(SMOKE)),-D nb_execution_timeout=$(CELL_TIMEOUT)) . $(BOOK)/html
 	@echo "The course website: $(BOOK)/html/index.html"
 

@@ -87,7 +87,7 @@ def main() -> None:
         with busy_programs(busy):
             rows[load] = {n: images_per_second(n, args.steps, batch) for n in counts}
             torch.set_num_threads(default)
-            chosen[load] = choose_threads(cfg, build_model(cfg), [batch], "cpu").threads
+            chosen[load] = choose_threads(cfg, build_model(cfg), "cpu").threads
     table = pd.DataFrame(rows).rename_axis("threads")
     table["slowdown when busy"] = table["idle"] / table[f"{args.busy} busy"]
     print("training images/s (ResNet-18 width 16, batch 128, float32):")

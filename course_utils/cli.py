@@ -333,7 +333,7 @@ def train_command(args: argparse.Namespace, device: torch.device) -> int:
     loaders = build_loaders(splits, cfg, mean, std, device, rank(), world_size())
     model = build_model(cfg, num_classes=len(splits.train.classes))
     train_loader, val_loader, test_loader = loaders
-    cfg = choose_threads(cfg, model, train_loader, device)  # before the budget measures speed
+    cfg = choose_threads(cfg, model, device)  # before the budget measures the speed
     with cpu_threads(cfg.threads):
         if cfg.minutes and resume is None:  # a resumed run keeps its planned epochs; 0: no budget
             # Every process measures its share; under torchrun all of them follow rank 0's plan.

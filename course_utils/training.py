@@ -759,19 +759,18 @@ def pick_threads(seconds_per_step: Callable[[int], float], candidates: Sequence[
     return ThreadChoice(chosen, times)
 
 
-def choose_threads(
-    cfg: TrainConfig, model: nn.Module, train_loader: Any, device: torch.device | str
-) -> TrainConfig:
+def choose_threads(cfg: TrainConfig, model: nn.Module, device: torch.device | str) -> TrainConfig:
     """``cfg`` with ``threads`` fixed: as given, or the fastest count measured on this machine.
 
     PyTorch runs each operation on one thread per core, and the threads wait for each other at
     the end of it. When another program keeps one core busy, the thread there gets only part of
     its time and every operation waits for it: fewer threads than cores are then faster, often
     several times (``benchmarks/busy_machine.py`` measures it). So with ``threads=0`` a few
-    training steps of a throwaway copy of ``model`` are timed at each of
-    :func:`thread_candidates`, and the count is saved in the run's configuration, so that
-    ``--resume`` computes with the same one. On a GPU, and under torchrun (which gives each
-    process one thread), nothing is measured. Explained in notebook 05.
+    training steps of a throwaway copy of ``model``, on a batch of random 32x32 images, are timed
+    at each of :func:`thread_candidates` (the run's own loader is not touched), and the count is
+    saved in the run's configuration, so that ``--resume`` computes with the same one. On a GPU,
+    and under torchrun (which gives each process one thread), nothing is measured. Explained in
+    notebook 05.
     """
     device = torch.device(device)
     if device.type != "cpu" or world_size() > 1 or cfg.threads:
@@ -779,18 +778,18 @@ def choose_threads(
     default = torch.get_num_threads()
     if default == 1:
         return dataclasses.replace(cfg, threads=1)
-    trial = copy.deepcopy(model)
-    optimizer = build_optimizer(trial, cfg)
-
     def seconds_per_step(threads: int) -> float:
         torch.set_num_threads(threads)
+        trial = copy.deepcopy(model)  # each count starts from the same weights
+        optimizer = build_optimizer(trial, cfg)
         step = lambda n: train_one_epoch(trial, [batch] * n, nn.CrossEntropyLoss(), optimizer,
                                          device, amp=cfg.amp, channels_last=cfg.channels_last)  # fmt: skip
         step(1)  # warm-up: a new thread count starts its threads and picks its kernels
         return step(THREADS_TIMED_STEPS).seconds / THREADS_TIMED_STEPS
 
     with torch.random.fork_rng(devices=[]):  # measuring must not change the run that follows
-        batch = next(iter(train_loader))  # may draw augmentations from the global generator
+        images = torch.randn(cfg.batch_size, 3, 32, 32)  # (B, 3, 32, 32)
+        batch = (images, torch.zeros(cfg.batch_size, dtype=torch.int64))  # class 0: any head has it
         try:
             choice = pick_threads(seconds_per_step, thread_candidates(default))
         finally:
@@ -979,7 +978,7 @@ def fit(
     out.mkdir(parents=True, exist_ok=True)
     run = _start_run(model, cfg, device, len(train_loader), num_classes=len(classes))
     start_epoch, cfg = (0, cfg) if resume is None else _resume(Path(resume), run, cfg, device)
-    cfg = choose_threads(cfg, model, train_loader, device)  # a resumed run keeps its count
+    cfg = choose_threads(cfg, model, device)  # a resumed run keeps the count it chose
     metadata = _describe_run(model, cfg, classes, mean, std)  # saved in both checkpoints
     epochs = trange(start_epoch + 1, cfg.epochs + 1, initial=start_epoch, total=cfg.epochs,
                     desc="epochs", disable=not progress)  # fmt: skip

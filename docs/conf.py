@@ -25,6 +25,9 @@ import course_utils  # noqa: E402
 from course_utils import config as course_config  # noqa: E402
 
 SMOKE = course_config.is_smoke()  # `make book SMOKE=1` sets COURSE_SMOKE=1
+# `make book EXECUTE=0` sets COURSE_BOOK_EXECUTE=0: the pages without running the notebooks (the
+# test of the site in `make test`, where nbval has just executed them).
+EXECUTE = os.environ.get("COURSE_BOOK_EXECUTE", "1").strip() != "0"
 OWNER, NAME = course_config.REPOSITORY.split("/")
 PAGES_URL = f"https://{OWNER}.github.io/{NAME}/"  # where the Pages workflow publishes the site
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -57,7 +60,7 @@ myst_heading_anchors = 3  # `[text](#a-heading)` links resolve like on GitHub
 # Execution: each notebook runs top to bottom in a fresh kernel, and its outputs are cached by the
 # hash of its code, so a rebuild only re-runs notebooks that changed. Smoke and full builds keep
 # separate caches (the Makefile passes the folder), since the same code gives different outputs.
-nb_execution_mode = "cache"
+nb_execution_mode = "cache" if EXECUTE else "off"
 nb_execution_cache_path = str(
     ROOT / "build" / ("book-smoke" if SMOKE else "book") / "jupyter_cache"
 )
@@ -91,7 +94,12 @@ html_theme_options = {
     "use_source_button": True,
     "home_page_in_toc": True,
 }
-if SMOKE:
+if not EXECUTE:
+    html_theme_options["announcement"] = (
+        "Test build: the notebooks were not run, so the pages show no outputs. "
+        "Publish the full build (make book)."
+    )
+elif SMOKE:
     html_theme_options["announcement"] = (
         "Smoke build: every notebook ran on a small subset of CIFAR-10 for a few epochs, so its "
         "numbers are not the course's. Publish the full build (make book)."

@@ -30,8 +30,8 @@
 # The runs were made by the course's experiment runner, `python -m course_utils experiment NAME`,
 # and their tables are committed in `results/experiments/`, each row with the command, the
 # machine, the date and the seed that produced it. Reading them takes seconds, so this notebook
-# runs on any laptop; in smoke mode it also re-runs every experiment at toy size, to show that
-# the code path works.
+# runs on any laptop; in smoke mode it also re-runs one experiment and the analyses at toy size,
+# to show that the code path works.
 #
 # **Learning objectives.** After this notebook you can
 # - read an experiment as a mean and a spread over seeds, never as one run, and compute the

@@ -687,15 +687,14 @@ def test_pick_threads_keeps_the_most_unless_fewer_are_clearly_faster():
     assert pick_threads(within_noise.__getitem__, [2, 1]).threads == 2
 
 
-def test_choose_threads_measures_a_copy_and_restores_everything(tiny_data):
+def test_choose_threads_measures_a_copy_and_restores_everything():
     cfg = tiny_config()
     model = resnet18(width=4)
     weights = copy.deepcopy(model.state_dict())
-    train_loader, _ = tiny_loaders(tiny_data, cfg, "torch")  # draws from the global generator
     rng = torch.get_rng_state()
     torch.set_num_threads(2)
     try:
-        chosen = choose_threads(cfg, model, train_loader, "cpu")
+        chosen = choose_threads(cfg, model, "cpu")
         assert chosen.threads in (1, 2) and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
@@ -704,7 +703,33 @@ def test_choose_threads_measures_a_copy_and_restores_everything(tiny_data):
     for key, value in model.state_dict().items():
         assert torch.equal(value, weights[key]), key
     given = tiny_config(threads=3)
-    assert choose_threads(given, model, None, "cpu") is given  # a count given is not measured
+    assert choose_threads(given, model, "cpu") is given  # a count given is not measured
+
+
+def test_every_thread_count_is_timed_from_the_same_weights(monkeypatch: pytest.MonkeyPatch):
+    """Timing one count after another on the same copy kept training it (constant labels, the
+    preset's learning rate), its later steps ran up to 35 times slower, and one thread always
+    looked slower than two, on a busy machine too."""
+    from course_utils import training
+
+    model, seen = resnet18(width=4), []
+
+    def recording(trial, batches, *args, **kwargs):
+        seen.append((torch.get_num_threads(), trial.conv1.weight.detach().clone()))
+        return train_one_epoch(trial, batches, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_one_epoch", recording)
+    torch.set_num_threads(2)
+    try:
+        choose_threads(tiny_config(), model, "cpu")
+    finally:
+        torch.set_num_threads(1)
+    first_steps = {}
+    for threads, weight in seen:
+        first_steps.setdefault(threads, weight)
+    assert sorted(first_steps) == [1, 2]
+    for weight in first_steps.values():
+        assert torch.equal(weight, model.conv1.weight)
 
 
 def test_a_resumed_run_keeps_the_thread_count_it_chose(tiny_data, tmp_path: Path, monkeypatch):
