@@ -53,7 +53,7 @@ $(DOCS_STAMP): $(STAMP)
 # notebooks again and opens it in a browser. `ONEDNN_MAX_CPU_ISA=AVX2 make test` runs all of it
 # with the oneDNN kernels of most laptops (AVX2, no AVX-512), as CI does. One thread a worker: two
 # threads wait for each other at every operation, and with one busy program beside it that made
-# notebook 05 5.5 times slower (benchmarks/README.md).
+# notebook 05 4 times slower (benchmarks/README.md).
 TEST_WORKERS ?= 2
 PYTEST := COURSE_SMOKE=1 OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 test: $(DOCS_STAMP)
