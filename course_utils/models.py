@@ -420,7 +420,7 @@ class CifarResNet(nn.Module):
             where the shape changes) or ``"none"`` (the plain network).
         num_classes: outputs of the final linear layer.
 
-    Explained in notebook 04; trained in the degradation experiment of notebook 07.
+    Described in notebook 04 (the stems); trained in the degradation experiment of notebook 07.
     """
 
     def __init__(

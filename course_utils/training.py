@@ -573,7 +573,8 @@ def build_mixing(cfg: TrainConfig, num_classes: int) -> BatchMixing | None:
     mixup (Zhang et al. 2018) blends two images and their labels with one weight drawn from
     Beta(a, a); CutMix (Yun et al. 2019) pastes a patch of one image into another and mixes the
     labels by area. Either returns soft labels ``(B, num_classes)`` that sum to one per image. With
-    both on, each batch gets one of the two, chosen at random. Explained in notebook 05.
+    both on, each batch gets one of the two, chosen at random. Explained and measured in
+    notebook 07 (section 6).
     """
     mixes = []
     if cfg.mixup > 0:
@@ -589,9 +590,10 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
     """An exponential moving average of ``model``'s weights and BatchNorm statistics, or None.
 
     After every step, ``average = decay * average + (1 - decay) * weights``: the average smooths
-    out the noise of the last steps and usually validates better than the weights themselves
-    (Polyak & Juditsky 1992; used by the fastest CIFAR-10 recipes). ``fit`` validates, keeps and
-    tests the average. Explained in notebook 05.
+    out the noise of the last steps. (Polyak & Juditsky 1992 average all the iterates uniformly;
+    this exponential version forgets old ones.) ``fit`` validates, keeps and tests the average.
+    What it buys the course's presets is not measured yet. Not taught in a notebook yet; README
+    lists it among the recipe options.
     """
     if decay == 0:
         return None

@@ -252,8 +252,17 @@ assert not np.array_equal(first[1], other[1]) and not torch.equal(first[2], othe
 
 # %% [markdown]
 # Two limits worth knowing:
-# - On a GPU, some fast algorithms (in cuDNN) are not bit-for-bit deterministic.
-#   `set_seed(seed, deterministic=True)` asks for deterministic ones, at some cost in speed.
+# - On a GPU, some fast algorithms are not bit-for-bit deterministic.
+#   `set_seed(seed, deterministic=True)` asks cuDNN for deterministic convolutions, at some cost in
+#   speed, and that is not enough for a repeatable run: other operations have nondeterministic GPU
+#   versions too. `torch.use_deterministic_algorithms(True)` makes PyTorch use deterministic
+#   versions where they exist and raise an error where none does, and ResNet-18 hits one: the
+#   backward pass of its global average pooling (`AdaptiveAvgPool2d`) has no deterministic GPU
+#   version (`warn_only=True` turns the error into a warning). Matrix multiplications on the GPU
+#   also need the environment variable `CUBLAS_WORKSPACE_CONFIG=:4096:8` (PyTorch's
+#   "Reproducibility" notes). So a ResNet-18 run on a GPU is repeatable only up to small
+#   differences. On the CPU, the operations this course uses repeat exactly, with the same number
+#   of threads.
 # - A DataLoader that shuffles has its *own* generator, and its worker processes need seeds too.
 #   `make_loader` takes care of both; notebook 02 shows it.
 
@@ -279,8 +288,12 @@ pd.Series(asdict(SMOKE), name="smoke-mode value").to_frame()
 # ## 7. How the course is laid out
 #
 # ```
-# notebooks/      00_setup.ipynb ... 06_*.ipynb: read and run these, in order
+# notebooks/      00-06: the core sequence, read and run in order; 07 and 08: the labs after it
+# student/        the same notebooks with the exercises left for you to solve
 # course_utils/   the helper package: config, data, models, training, evaluation, plotting
+# checkpoints/    a trained model shipped with the course, with its metrics and command
+# results/        the measured tables the experiments lab (notebook 07) reads
+# benchmarks/     scripts that measure speed and memory, with their recorded results
 # tests/          checks that course_utils does what the notebooks say it does
 # data/           CIFAR-10 (downloaded or copied here; never committed)
 # ```

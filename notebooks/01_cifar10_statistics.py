@@ -289,8 +289,11 @@ assert np.allclose(mean, ref_mean, atol=0.002) and np.allclose(std, ref_std, ato
 
 # %% [markdown]
 # The means of the two releases agree to four decimals; the stds differ in the third, because JPEG
-# compression smooths away a little fine detail (variance). For training that difference does not
-# matter: the course uses the official numbers, `CIFAR10_MEAN` and `CIFAR10_STD`, for both.
+# compression smooths away a little fine detail (variance). A training run does not take either
+# pair from here: it computes the statistics of its own training images, from whichever copy it
+# loaded (notebook 05, and `python -m course_utils train`), and stores them in its checkpoints. The
+# checkpoint shipped with the course was trained on the JPEG copy, so it holds that copy's
+# statistics; `CIFAR10_MEAN` and `CIFAR10_STD` are the official release's, for comparison.
 #
 # Streaming in batches must not change the answer, whatever the batch size:
 

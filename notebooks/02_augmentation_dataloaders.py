@@ -368,8 +368,11 @@ assert abs(acc_fresh[best] - 0.1) < 2 * standard_error  # ...and is chance on fr
 # `make_loader` sets all of these, with `drop_last` off unless asked. The training loaders of
 # notebook 05 (`build_loaders`) turn it on: 45,000 images make 351 full batches of 128 and a last
 # one of 72, and dropping it means every step sees a full batch, so BatchNorm never normalizes with
-# the statistics of a handful of images (with a batch of one it cannot normalize at all). Each
-# epoch reshuffles, so the dropped images differ from epoch to epoch.
+# the statistics of a handful of images. (BatchNorm averages over the images *and* the positions of
+# a batch, so even one image gives it 32 x 32 values per channel; it fails only where a batch of
+# one has 1 x 1 feature maps, a single value per channel, as in the last stage of the ImageNet stem
+# on a 32 x 32 image, notebook 04.) Each epoch reshuffles, so the dropped images differ from epoch
+# to epoch.
 
 # %%
 train_data = CIFAR10Dataset(splits.train, train_transform())

@@ -471,10 +471,13 @@ assert stopper.should_stop and stopper.epochs == 8
 # ### Exercise 2: the stopping rule
 #
 # Write `my_should_stop(history, patience, min_delta=0.0)`: given the validation accuracies of the
-# epochs so far (higher is better), return `True` if training should stop after the last one,
-# that is, if the last `patience` or more epochs brought no improvement of more than `min_delta`
-# over the best value before them. The check compares your decisions with `EarlyStopping`'s after
-# every epoch of six scripted runs, `STOPPING_RUNS`, each of which catches a common slip.
+# epochs so far (higher is better), return `True` if training should stop after the last one. Walk
+# through the history as `EarlyStopping` does: the first value is the best so far; a later value
+# is an improvement if it beats the best so far by more than `min_delta`, and only then becomes the
+# new best; stop once the last `patience` epochs in a row were not improvements. (The best moves
+# only on improvements, so a few small gains, each under `min_delta`, can together beat it.) The
+# check compares your decisions with `EarlyStopping`'s after every epoch of six scripted runs,
+# `STOPPING_RUNS`, each of which catches a common slip.
 
 # %%
 def my_should_stop(history: list[float], patience: int, min_delta: float = 0.0) -> bool:
@@ -686,8 +689,8 @@ def running_stats(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items() if "running_" in k}
 
 
-# Up to 100 validation images per class (the images are stored class by class: take a stratified
-# subset, not the first ones).
+# Up to 100 validation images per class, a stratified subset: the first images of the split need
+# not hold every class equally often.
 demo_val = splits.val.subset(stratified_subset(splits.val.labels, min(100, len(splits.val) // 10)))
 measurements = []
 for batch_size in (200, 8):

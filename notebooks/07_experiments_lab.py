@@ -36,7 +36,8 @@
 # **Learning objectives.** After this notebook you can
 # - read an experiment as a mean and a spread over seeds, never as one run, and compute the
 #   spread correctly;
-# - describe the degradation problem (He et al. 2016) from your own measurements;
+# - describe the degradation problem (He et al. 2016), and say what a one-epoch measurement can
+#   and cannot show of it;
 # - measure what forgetting `model.eval()` costs, and why the cost depends on the batch size;
 # - measure the optimism of choosing a model on the test set, against choosing on validation;
 # - measure what an ensemble of seeds and flip test-time augmentation buy;
@@ -213,14 +214,15 @@ for depth in (20, 32):
 
 # %% [markdown]
 # What this CPU-sized table shows, after one epoch: the shortcuts lower the training error at
-# both depths, by far more than the spread between seeds, and the deeper plain network trains
-# worse than the shallower one. Its gap is larger than the residual networks' gap, but with two
-# seeds the difference between the two gaps is about as large as the spread of the 32-layer plain
-# runs, so the table cannot say that part firmly. It does not show the paper's other half, a
-# deeper residual network that trains *better* than the shallower one: after one epoch the
-# 32-layer residual network is still behind the 20-layer one. In the paper that
-# reversal appears over tens of thousands of iterations (He et al. 2016, Fig. 6); one epoch here is
-# 351. A longer run (`degradation` on a GPU) is what would test it.
+# both depths, by far more than the spread between seeds. And *both* deeper networks train worse
+# than their shallower versions, the residual one as well as the plain one. The plain networks'
+# gap is the larger, but with two seeds the difference between the two gaps is about as large as
+# the spread of the 32-layer plain runs, so the table cannot say that part firmly. What it shows is
+# that deeper networks start slower. That is not yet the degradation problem, which is about the
+# end of training: in the paper the deeper plain network *stays* worse once training has
+# converged, while the deeper residual network ends better (He et al. 2016, Fig. 6, over tens of
+# thousands of iterations; one epoch here is 351). A longer run (`degradation` on a GPU) is what
+# would test it.
 
 # %% [markdown]
 # ## 3. Forgetting `model.eval()`
@@ -558,9 +560,10 @@ if is_smoke():
 #
 # - An experiment is a grid of configurations over seeds; a claim rests on the mean and the sample
 #   spread (n - 1) over seeds, never on one run.
-# - Shortcuts lower the training error at every depth measured here; deeper plain networks train
-#   worse (the degradation problem). The paper's reversal, where the deeper residual network
-#   trains better, needs longer runs than one epoch.
+# - Shortcuts lower the training error at every depth measured here. After one epoch both deeper
+#   networks, plain and residual, still train worse than the shallower ones: the degradation
+#   problem, a deeper plain network that stays worse when training has converged while a deeper
+#   residual one ends better, needs longer runs than one epoch to show.
 # - Forgetting `model.eval()` makes predictions depend on the batch, and ruins them with small
 #   batches.
 # - Choosing among runs on the test set builds the test set's luck into the reported number, the
