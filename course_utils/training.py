@@ -780,6 +780,7 @@ def choose_threads(cfg: TrainConfig, model: nn.Module, device: torch.device | st
     default = torch.get_num_threads()
     if default == 1:
         return dataclasses.replace(cfg, threads=1)
+
     def seconds_per_step(threads: int) -> float:
         torch.set_num_threads(threads)
         trial = copy.deepcopy(model)  # each count starts from the same weights
@@ -1101,7 +1102,8 @@ def _warn_if_slowed_down(images_per_second: list[float]) -> None:
             f"This epoch trained at {images_per_second[-1]:.0f} images/s, "
             f"{max(images_per_second) / images_per_second[-1]:.0f} times slower than this run's "
             f"fastest epoch: another program is probably using the CPU, and PyTorch's threads "
-            f"wait for each other. Close that program, or start the run again with --threads 1.",
+            f"wait for each other. Close that program, or start the run again on one thread "
+            f"(--threads 1, or threads=1 in its TrainConfig).",
             RuntimeWarning,
             stacklevel=3,
         )
