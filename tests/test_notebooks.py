@@ -2,9 +2,9 @@
 cells that use the one repository URL, exercises with self-checks, and student versions that are up
 to date and leak no solution.
 
-(Executing the solution notebooks is the smoke website build's job: tests/test_book.py runs it, and
-a failing cell fails the build. Executing the student notebooks, unsolved and with the solutions
-pasted in: tests/test_student_notebooks.py.)
+(Executing the solution notebooks is nbval's job in `make test`, with every self-check required to
+say "correct" (notebooks/conftest.py); a failing cell fails the run. Executing the student
+notebooks, unsolved: tests/test_student_notebooks.py.)
 """
 
 from __future__ import annotations
