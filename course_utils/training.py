@@ -766,8 +766,9 @@ def choose_threads(cfg: TrainConfig, model: nn.Module, device: torch.device | st
 
     PyTorch runs each operation on one thread per core, and the threads wait for each other at
     the end of it. When another program keeps one core busy, the thread there gets only part of
-    its time and every operation waits for it: fewer threads than cores are then faster, often
-    several times (``benchmarks/busy_machine.py`` measures it). So with ``threads=0`` a few
+    its time and every operation waits for it: fewer threads than cores are then faster (one
+    thread trained about twice as fast as two beside one busy program on 2 cores;
+    ``benchmarks/busy_machine.py`` measures it). So with ``threads=0`` a few
     training steps of a throwaway copy of ``model``, on a batch of random 32x32 images, are timed
     at each of :func:`thread_candidates` (the run's own loader is not touched), and the count is
     saved in the run's configuration, so that ``--resume`` computes with the same one. On a GPU,

@@ -584,12 +584,13 @@ pd.Series(cfg.to_dict(), name="value").to_frame()
 # **How many CPU threads?** On a CPU, PyTorch runs each operation on one thread per core, and the
 # threads wait for each other at the end of it. When another program keeps one of those cores busy
 # (a browser, a second notebook), the thread there gets only part of its time, and every operation
-# waits for it: fewer threads than cores can then be several times faster (`benchmarks/README.md`
-# has the measurement). So `fit`, and `python -m course_utils train`, first time a few training
-# steps at a few thread counts and keep the fastest (`choose_threads`), unless `cfg.threads` names
-# a count; the count goes into the checkpoints, so a resumed run computes with the same one, and
-# `fit` warns if an epoch later trains several times slower than the fastest one. Here, once
-# explicitly (on a GPU there is nothing to choose):
+# waits for it: fewer threads than cores can then be faster (on 2 cores beside one busy program,
+# one thread trained about twice as fast as two: `benchmarks/README.md`). So `fit`, and
+# `python -m course_utils train`, first time a few training steps at a few thread counts and keep
+# the fastest (`choose_threads`), unless `cfg.threads` names a count; the count goes into the
+# checkpoints, so a resumed run computes with the same one, and `fit` warns if an epoch later
+# trains 3 times slower than the fastest one. Here, once explicitly (on a GPU there is nothing to
+# choose):
 
 # %%
 cfg = choose_threads(cfg, build_model(cfg), device)
