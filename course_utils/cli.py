@@ -335,12 +335,14 @@ def train_command(args: argparse.Namespace, device: torch.device) -> int:
     train_loader, val_loader, test_loader = loaders
     cfg = choose_threads(cfg, model, device)  # before the budget measures the speed
     with cpu_threads(cfg.threads):
-        if cfg.minutes and resume is None:  # a resumed run keeps its planned epochs; 0: no budget
+        deadline = None
+        if cfg.minutes and resume is None:  # a resumed run keeps its planned steps; 0: no budget
             # Every process measures its share; under torchrun all of them follow rank 0's plan.
-            cfg = from_main_process(fit_to_budget(cfg, model, loaders, device, started=start))
+            cfg, deadline = from_main_process(fit_to_budget(cfg, model, loaders, device, start))
         result = fit(model, train_loader, val_loader, cfg, device, out_dir=out_dir, resume=resume,
-                     classes=splits.train.classes, mean=mean, std=std,
+                     classes=splits.train.classes, mean=mean, std=std, deadline=deadline,
                      progress=not args.no_progress and is_main_process())  # fmt: skip
+        cfg = result.config  # with the steps it ran, if the machine's pace changed them
 
         # The test set, once, with the weights chosen on the validation set.
         load_checkpoint(result.best_checkpoint, model, map_location=device)

@@ -646,6 +646,8 @@ def set_loader_epoch(loader: DataLoader | TensorLoader, seed: int, epoch: int) -
     generator = getattr(loader, "generator", None)
     if generator is not None:
         generator.manual_seed(_epoch_seed(seed, epoch))
+    if isinstance(loader, TensorLoader):
+        loader.epoch = epoch  # for alternate_flip
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)  # it seeds with its seed + epoch = _epoch_seed(seed, epoch)
@@ -672,6 +674,11 @@ class TensorLoader:
         device: where the data is kept and the batches produced.
         seed: seeds the generator that drives shuffling and augmentation.
         drop_last: drop a final incomplete batch.
+        crop_padding: pixels of zero padding on each side before the random crop (0: no crop).
+        alternate_flip: instead of flipping each image with probability 1/2 in every epoch, flip a
+            fixed random half of the images in odd epochs and the other half in even ones, so that
+            every two epochs show each image once each way (Jordan 2024, airbench). ``epoch`` (set
+            by :func:`set_loader_epoch`) says which half.
         rank, world_size: under torchrun, this process's number and the number of processes.
             Each step then takes a global batch of ``batch_size * world_size`` images from a
             shuffle that is the same in every process, draws the crops and flips of all of them,
@@ -696,6 +703,8 @@ class TensorLoader:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        alternate_flip: bool = False,
+        crop_padding: int = CROP_PADDING,
     ) -> None:
         if world_size > 1 and not drop_last:
             raise ValueError(
@@ -711,6 +720,11 @@ class TensorLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.generator = torch.Generator().manual_seed(seed)  # on the CPU: works for every device
+        self.epoch, self.crop_padding = 1, crop_padding
+        self.flipped_in_odd_epochs = None
+        if alternate_flip:  # drawn once, from the seed: the same in every process and epoch
+            draw = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed))
+            self.flipped_in_odd_epochs = draw < 0.5  # (N,) bool
         self.dataset = data  # for len(loader.dataset), like a DataLoader
 
     def __len__(self) -> int:
@@ -727,15 +741,16 @@ class TensorLoader:
             idx = batch[mine].to(self.device)
             x = self.images[idx]  # (B, 3, 32, 32) uint8
             if self.augment:
-                x = self._crop_and_flip(x, drawn=len(batch), keep=mine)
+                x = self._crop_and_flip(x, batch, keep=mine)
             x = (x.float() / 255.0 - self.mean) / self.std  # (B, 3, 32, 32) float32
             yield x, self.labels[idx]
 
-    def _crop_and_flip(self, x: torch.Tensor, drawn: int, keep: slice) -> torch.Tensor:
-        """Random crops and flips, drawn for all ``drawn`` images of the global batch (the same
-        draws in every process), of which ``keep`` are this process's images ``x``."""
+    def _crop_and_flip(self, x: torch.Tensor, batch_ids: torch.Tensor, keep: slice) -> torch.Tensor:
+        """Random crops and flips, drawn for all the images ``batch_ids`` of the global batch (the
+        same draws in every process), of which ``keep`` are this process's images ``x``."""
         b, _, h, w = x.shape
-        p = CROP_PADDING
+        drawn = len(batch_ids)
+        p = self.crop_padding
         padded = torch.nn.functional.pad(x, (p, p, p, p))  # (B, 3, H+2p, W+2p), zeros
         dy = torch.randint(0, 2 * p + 1, (drawn,), generator=self.generator)[keep].to(x.device)
         dx = torch.randint(0, 2 * p + 1, (drawn,), generator=self.generator)[keep].to(x.device)
@@ -744,7 +759,12 @@ class TensorLoader:
         batch = torch.arange(b, device=x.device)[:, None, None, None]
         channel = torch.arange(3, device=x.device)[None, :, None, None]
         x = padded[batch, channel, rows, cols]  # (B, 3, H, W)
-        flip = (torch.rand(drawn, generator=self.generator) < 0.5)[keep].to(x.device)
+        if self.flipped_in_odd_epochs is None:
+            flip = (torch.rand(drawn, generator=self.generator) < 0.5)[keep].to(x.device)
+        else:
+            odd_epoch = self.epoch % 2 == 1
+            flip = self.flipped_in_odd_epochs[batch_ids] == odd_epoch
+            flip = flip[keep].to(x.device)
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -794,12 +814,18 @@ def build_loaders(
             drop_last=True,
             rank=rank,
             world_size=world_size,
+            alternate_flip=cfg.alternate_flip,
+            crop_padding=cfg.crop_padding,
         )
         val, test = (
             TensorLoader(part, cfg.eval_batch_size, mean=mean, std=std, device=device)
             for part in (val_split, test_split)
         )
         return train, val, test
+    if cfg.alternate_flip or cfg.crop_padding != CROP_PADDING:
+        raise ValueError(
+            "alternate_flip and crop_padding need the tensor loader (--loader tensor, no --rotation)"
+        )
     train = make_loader(
         CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation)),
         batch_size,

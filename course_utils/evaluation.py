@@ -9,6 +9,7 @@ Explained in notebook 06 (evaluation, t-SNE & confusion).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -103,12 +104,16 @@ def flip_averaged(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
     A mirrored photo shows the same class, and the training augmentation flips images, so the
     network has learned both views; averaging its two answers removes part of its noise. The log
-    of the averaged probabilities serves as logits: their softmax gives back that average.
+    of the averaged probabilities serves as logits: their softmax gives back that average. It is
+    computed from the log-probabilities (``logsumexp``), which stays finite where a probability
+    underflows to 0 (logits far apart, as early in training), where ``log(mean(softmax))`` would
+    give ``-inf``.
     """
 
     def both_views(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)
-        probs = model(images).float().softmax(1) + model(images.flip(-1)).float().softmax(1)
-        return (probs / 2).log()
+        views = (model(images), model(images.flip(-1)))
+        log_probs = torch.stack([v.float().log_softmax(1) for v in views])  # (2, B, num_classes)
+        return torch.logsumexp(log_probs, dim=0) - math.log(2)
 
     return both_views
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import math
 import os
 import time
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchvision.transforms import v2
-from tqdm.auto import tqdm, trange
+from tqdm.auto import tqdm
 
 from course_utils.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -47,6 +48,7 @@ from course_utils.checkpoints import (
 from course_utils.config import DEFAULT_SEED, SMOKE, autocast_dtype, rng_states, set_rng_states
 from course_utils.data import (
     CIFAR10_CLASSES,
+    CROP_PADDING,
     NORMALIZATIONS,
     TRAIN_SIZE,
     VAL_SIZE,
@@ -55,6 +57,7 @@ from course_utils.data import (
 from course_utils.distributed import (
     barrier,
     broadcast_buffers,
+    from_main_process,
     gather_predictions,
     is_main_process,
     sum_over_ranks,
@@ -70,13 +73,14 @@ from course_utils.models import (
     model_architecture,
     resnet,
     to_device,
+    whitening_init,
 )
 from course_utils.transfer import freeze_backbone, init_from, parameter_groups
 
 OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("onecycle", "cosine", "multistep", "step", "cyclic", "warmup_cosine", "none")
+SCHEDULES = ("onecycle", "linear", "cosine", "multistep", "step", "cyclic", "warmup_cosine", "none")
 #: Schedules whose scheduler counts batches (the others count epochs).
-PER_BATCH_SCHEDULES = ("onecycle", "cyclic", "warmup_cosine")
+PER_BATCH_SCHEDULES = ("onecycle", "linear", "cyclic", "warmup_cosine")
 LOADERS = ("auto", "tensor", "torch")
 ARCHS = ("resnet", "cifar_resnet")
 #: What early stopping and the best checkpoint can watch, and which direction is better.
@@ -170,6 +174,9 @@ class TrainConfig:
     zero_init_residual: bool = setting(
         False, "start every block as the identity (Goyal et al. 2017)"
     )
+    whiten_stem: bool = setting(
+        False, "start the first convolution from the principal components of image patches"
+    )
     # Transfer learning (notebook 08): start from trained weights, with a new head
     init: str = setting(
         "scratch",
@@ -199,6 +206,13 @@ class TrainConfig:
     smoke: bool = setting(False, "use the small smoke subset (sizes in config.SMOKE)")
     batch_size: int = setting(128, "training images per optimizer step", valid=AT_LEAST_1)
     eval_batch_size: int = setting(500, "images per batch when evaluating", valid=AT_LEAST_1)
+    crop_padding: int = setting(
+        CROP_PADDING, "pixels of zero padding around an image before its random crop (tensor loader)",
+        valid=NOT_NEGATIVE,
+    )  # fmt: skip
+    alternate_flip: bool = setting(
+        False, "flip each image in every other epoch, not at random (tensor loader)"
+    )
     rotation: float = setting(
         0.0,
         "max random rotation in degrees (0: crop + flip only)",
@@ -212,6 +226,10 @@ class TrainConfig:
     )
     # Optimization
     epochs: int = setting(30, "passes over the training split", valid=AT_LEAST_1)
+    steps: int | None = setting(
+        None, "optimizer steps in all, if fewer than epochs x batches: the last epoch stops early "
+        "(a time budget sets it)", valid=AT_LEAST_1,
+    )  # fmt: skip
     optimizer: str = setting("sgd", "'sgd' (with momentum) or 'adam'", choices=OPTIMIZERS)
     lr: float = setting(0.1, "learning rate (the peak for onecycle)", valid=POSITIVE)
     momentum: float = setting(0.9, "SGD momentum", valid=FRACTION)
@@ -219,6 +237,11 @@ class TrainConfig:
     weight_decay: float = setting(
         5e-4, "L2 penalty, multiplied by the lr each step", valid=NOT_NEGATIVE
     )
+    bn_bias_lr: float = setting(
+        1.0, "BatchNorm shifts learn this many times faster, with weight decay this many times "
+        "smaller (airbench: 64)", valid=POSITIVE,
+    )  # fmt: skip
+    freeze_bn_scale: bool = setting(False, "keep every BatchNorm scale at 1 (not trained)")
     label_smoothing: float = setting(
         0.0, "probability mass spread over all classes", valid=FRACTION
     )
@@ -234,6 +257,10 @@ class TrainConfig:
         0.0, "decay of a moving average of the weights used to validate and test (0: off)",
         valid=FRACTION,
     )  # fmt: skip
+    lookahead: int = setting(
+        0, "every this many steps, copy the weight average (--ema) back into the network "
+        "(Lookahead; 0: never)", valid=NOT_NEGATIVE,
+    )  # fmt: skip
     tta: bool = setting(False, "validate and test on each image and its mirror, averaged")
     minutes: float | None = setting(
         None,
@@ -245,13 +272,15 @@ class TrainConfig:
         "onecycle", "the learning-rate schedule (see build_scheduler)", choices=SCHEDULES
     )
     warmup: float = setting(
-        0.25, "onecycle, warmup_cosine: fraction of all steps spent warming up", valid=OPEN_FRACTION
+        0.25, "onecycle, linear, warmup_cosine: fraction of all steps spent warming up",
+        valid=OPEN_FRACTION,
     )
     div_factor: float = setting(
-        25.0, "onecycle, cyclic, warmup_cosine: the lowest lr is lr / this", valid=POSITIVE
+        25.0, "onecycle, linear, cyclic, warmup_cosine: the starting lr is lr / this",
+        valid=POSITIVE,
     )
     final_div_factor: float = setting(
-        1e4, "onecycle: the final lr is start lr / this", valid=POSITIVE
+        1e4, "onecycle, linear: the final lr is the starting lr / this", valid=POSITIVE
     )
     min_lr: float = setting(
         0.0, "cosine, warmup_cosine: the lr reached at the end", valid=NOT_NEGATIVE
@@ -323,6 +352,8 @@ class TrainConfig:
                 "init", "init 'imagenet' loads torchvision's ImageNet ResNet, which needs "
                 "--stem imagenet --width 64 (and the default --arch resnet --shortcut B)",
             )  # fmt: skip
+        if self.lookahead and not self.ema:
+            raise ConfigError("lookahead", "lookahead copies the weight average back: set --ema")
         if self.freeze_backbone and self.sync_bn:
             raise ConfigError(
                 "sync_bn",
@@ -360,7 +391,7 @@ class TrainConfig:
 
 
 #: The named training recipes, in one place. ``python -m course_utils train --preset NAME`` runs
-#: one; command-line flags override single fields. Both use a one-cycle schedule, which reaches its
+#: one; command-line flags override single fields. Both schedules (one-cycle, linear) reach their
 #: small learning rates only at the end: validation accuracy can stall mid-run and then climb, so
 #: early stopping is off (``patience=None``) and the best checkpoint is still chosen on validation.
 #: Where each choice comes from, and what it measured: benchmarks/README.md, "Presets".
@@ -379,17 +410,22 @@ PRESETS: dict[str, TrainConfig] = {
         amp=True,
         channels_last=True,
     ),
-    # The CPU recipe: a narrow ResNet-18 (width 16, 0.7 M parameters), and as many epochs as fit
-    # in 15 minutes on the machine that runs it (measured at the start; see course_utils.budget).
+    # The CPU recipe: a narrow ResNet-18 (width 16, 0.7 M parameters), and as many steps as fit in
+    # 15 minutes on the machine that runs it (measured at the start, and held to while it runs; see
+    # course_utils.budget and Pacer). Chosen by 5-minute screens, one lever at a time, against an
+    # anchor recipe on the same machine: results/experiments/cpu-recipe.csv, benchmarks/README.md.
     "cpu": TrainConfig(
         width=16,
         minutes=15,
-        epochs=14,  # replaced by the number of epochs that fit in the budget
+        epochs=14,  # replaced by the steps that fit in the budget
         batch_size=128,
         lr=0.2,
-        schedule="onecycle",
-        warmup=0.25,
-        label_smoothing=0.1,
+        schedule="linear",  # can be shortened or lengthened mid-run to end on time
+        warmup=0.23,
+        div_factor=5.0,  # from lr 0.04 up to 0.2 ...
+        final_div_factor=14.0,  # ... and down to about 0.003
+        label_smoothing=0.2,
+        tta=True,
         patience=None,
         amp=False,
         channels_last=True,
@@ -428,6 +464,10 @@ def build_model(cfg: TrainConfig, num_classes: int = len(CIFAR10_CLASSES)) -> nn
             shortcut=cfg.shortcut != "none",
         )
     init_from(model, cfg.init)  # nothing for init="scratch"
+    if cfg.freeze_bn_scale:
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.requires_grad_(False)
     return freeze_backbone(model) if cfg.freeze_backbone else model
 
 
@@ -444,6 +484,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     Explained in notebook 05; the groups in notebook 08.
     """
     groups = parameter_groups(model, cfg.lr, cfg.backbone_lr)
+    if cfg.bn_bias_lr != 1.0:
+        groups = _batchnorm_shifts_apart(model, groups, cfg.bn_bias_lr, cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             groups,
@@ -453,6 +495,25 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             weight_decay=cfg.weight_decay,
         )
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _batchnorm_shifts_apart(
+    model: nn.Module, groups: list[dict[str, Any]], factor: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """``groups`` with every BatchNorm shift (bias) moved to a group of its own, at ``factor``
+    times the learning rate and weight decay divided by ``factor``: the same decay per step
+    (lr x weight decay), larger steps. A shift only moves a feature's threshold, and a larger
+    rate lets it keep up with the weights early in a short run (airbench, Jordan 2024)."""
+    shifts = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    split = []
+    for group in groups:
+        split.append({**group, "params": [p for p in group["params"] if id(p) not in shifts]})
+        fast = [p for p in group["params"] if id(p) in shifts]
+        if fast:
+            split.append({**group, "params": fast, "lr": group["lr"] * factor,
+                          "weight_decay": weight_decay / factor,
+                          "name": f"{group['name']}: BatchNorm shifts"})  # fmt: skip
+    return split
 
 
 class Schedule(NamedTuple):
@@ -467,6 +528,35 @@ class Schedule(NamedTuple):
 
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     per_batch: bool
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """The optimizer steps of a whole run: ``cfg.steps`` if set (a time budget sets it, and the
+    last epoch is then cut short), otherwise ``cfg.epochs`` full epochs."""
+    full = cfg.epochs * steps_per_epoch
+    return full if cfg.steps is None else min(cfg.steps, full)
+
+
+class WarmupLinearDecay:
+    """The learning rate as a fraction of the peak, at each step: a straight line from ``start``
+    up to 1 over the first ``warmup`` fraction of ``total`` steps, then a straight line down to
+    ``end`` at the last step (Li et al. 2020: for a fixed budget, decaying linearly to about zero
+    is robust). For ``LambdaLR``.
+
+    ``total`` may be lowered mid-run (:func:`fit` does so when the machine slows down and the run
+    would overrun its time budget): the rest of the line is then steeper, and still ends at
+    ``end``. A plain object, so ``LambdaLR.state_dict`` saves ``total`` with the checkpoint.
+    """
+
+    def __init__(self, total: int, warmup: float, start: float, end: float) -> None:
+        self.total, self.warmup, self.start, self.end = total, warmup, start, end
+
+    def __call__(self, step: int) -> float:
+        warm = max(1, round(self.warmup * self.total))
+        if step < warm:
+            return self.start + (1 - self.start) * step / warm
+        done = min(1.0, (step - warm) / max(1, self.total - 1 - warm))
+        return 1 + (self.end - 1) * done
 
 
 def build_scheduler(
@@ -494,13 +584,18 @@ def build_scheduler(
         scheduler = lr_sched.OneCycleLR(
             optimizer,
             max_lr=peaks,
-            total_steps=cfg.epochs * steps_per_epoch,
+            total_steps=total_steps(cfg, steps_per_epoch),
             pct_start=cfg.warmup,
             div_factor=cfg.div_factor,
             final_div_factor=cfg.final_div_factor,
             cycle_momentum=False,
         )
         return Schedule(scheduler, per_batch=True)
+    if cfg.schedule == "linear":
+        start = 1 / cfg.div_factor
+        shape = WarmupLinearDecay(total_steps(cfg, steps_per_epoch), cfg.warmup, start,
+                                  start / cfg.final_div_factor)  # fmt: skip
+        return Schedule(lr_sched.LambdaLR(optimizer, shape), per_batch=True)
     if cfg.schedule == "cosine":
         return Schedule(lr_sched.CosineAnnealingLR(optimizer, cfg.epochs, cfg.min_lr), False)
     if cfg.schedule == "multistep":
@@ -526,7 +621,7 @@ def build_scheduler(
     if cfg.schedule == "warmup_cosine":
         # A straight line from lr/div_factor up to lr over the warm-up, then a half cosine down to
         # min_lr (Goyal et al. 2017's warm-up; Loshchilov & Hutter 2017's cosine).
-        total = cfg.epochs * steps_per_epoch
+        total = total_steps(cfg, steps_per_epoch)
         warm = max(1, round(cfg.warmup * total))
         scheduler = lr_sched.SequentialLR(
             optimizer,
@@ -543,7 +638,7 @@ def build_scheduler(
 def learning_rates(
     cfg: TrainConfig, steps_per_epoch: int, step_every_batch: bool | None = None
 ) -> np.ndarray:
-    """The learning rate of every batch of a run with ``cfg``'s schedule, ``(epochs * steps,)``.
+    """The learning rate of every batch of a run with ``cfg``'s schedule, ``(total_steps,)``.
 
     Nothing is trained: a stand-in parameter and an optimizer are stepped through the run, and the
     scheduler is stepped as :func:`build_scheduler` says (per batch or per epoch), unless
@@ -555,9 +650,10 @@ def learning_rates(
     scheduler, per_batch = build_scheduler(optimizer, cfg, steps_per_epoch)
     if step_every_batch is not None:
         per_batch = step_every_batch
-    lrs = []
-    for _epoch in range(cfg.epochs):
-        for _batch in range(steps_per_epoch):
+    lrs: list[float] = []
+    total = total_steps(cfg, steps_per_epoch)
+    for _epoch in range(math.ceil(total / steps_per_epoch)):
+        for _batch in range(min(steps_per_epoch, total - len(lrs))):
             lrs.append(optimizer.param_groups[0]["lr"])
             optimizer.step()  # no gradient, so nothing changes; schedulers expect a step first
             if scheduler is not None and per_batch:
@@ -592,12 +688,22 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
     After every step, ``average = decay * average + (1 - decay) * weights``: the average smooths
     out the noise of the last steps. (Polyak & Juditsky 1992 average all the iterates uniformly;
     this exponential version forgets old ones.) ``fit`` validates, keeps and tests the average.
-    What it buys the course's presets is not measured yet. Not taught in a notebook yet; README
-    lists it among the recipe options.
+    Explained, with a picture, in notebook 07 (section 9), whose screens measured Lookahead built
+    on it (``lookahead``); the average alone is not measured there.
     """
     if decay == 0:
         return None
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+@torch.no_grad()
+def copy_average_into(model: nn.Module, ema: AveragedModel) -> None:
+    """Lookahead's step back: the network's weights and BatchNorm statistics become the average's
+    (Zhang et al. 2019 call the average the slow weights; training goes on from there)."""
+    average = itertools.chain(ema.module.parameters(), ema.module.buffers())
+    current = itertools.chain(model.parameters(), model.buffers())
+    for slow, fast in zip(average, current, strict=True):
+        fast.copy_(slow)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -641,6 +747,7 @@ def train_one_epoch(
     progress: bool = False,
     mix: BatchMixing | None = None,
     ema: AveragedModel | None = None,
+    lookahead: int = 0,
 ) -> EpochStats:
     """One pass over the training data: for every batch, zero_grad, forward, loss, backward, step.
 
@@ -660,6 +767,8 @@ def train_one_epoch(
         mix: mixup or CutMix (:func:`build_mixing`): mixes the batch and returns soft targets.
             Accuracy is still counted against the true labels.
         ema: an average of the weights (:func:`build_ema`), updated after every step.
+        lookahead: with ``ema``, copy the average back into ``model`` after every ``lookahead``-th
+            update (0: never), as Lookahead does (Zhang et al. 2019).
 
     Returns the epoch's mean loss and accuracy over all images seen, the image count and the time;
     raises :class:`NonFiniteLossError` if the loss becomes ``inf`` or ``nan``. Explained in
@@ -693,6 +802,8 @@ def train_one_epoch(
             scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
+            if lookahead and int(ema.n_averaged) % lookahead == 0:
+                copy_average_into(model, ema)
 
         loss_sum += loss.detach().float() * labels.size(0)
         correct += (logits.argmax(dim=1) == labels).sum()
@@ -908,6 +1019,7 @@ class FitResult:
     best_epoch: int  # 1-based epoch of the best validation metric
     best_score: float | None  # that metric's value
     stopped_early: bool  # early stopping ended the run
+    config: TrainConfig  # the run's configuration, with the steps it ran if a deadline changed them
     epochs_run: int = field(init=False)  # epochs in the history (including resumed ones)
 
     def __post_init__(self) -> None:
@@ -954,8 +1066,10 @@ def fit(
     std: Sequence[float] | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> FitResult:
-    """Train for ``cfg.epochs`` epochs, keeping the best (on validation) and the last checkpoints.
+    """Train for ``cfg.epochs`` epochs (or ``cfg.steps`` steps), keeping the best (on validation)
+    and the last checkpoints.
 
     Every epoch: train, step a per-epoch schedule, evaluate on the *validation* loader, save
     ``best.pt`` if the monitored metric improved, then ``last.pt`` (the full state, to resume from)
@@ -969,6 +1083,9 @@ def fit(
         resume: a ``last.pt`` to continue from, exactly where it stopped.
         classes, mean, std: stored in the checkpoints, to use the model later on new images.
         stop_after_epoch: stop after this (1-based) epoch as if interrupted; ``resume=`` goes on.
+        deadline: a ``time.perf_counter()`` reading by which training and validation must end
+            (``budget.fit_to_budget`` gives it). If the machine slows down and the planned steps
+            would not fit, fewer are run, and the ``linear`` schedule is shortened to match.
 
     Returns:
         A :class:`FitResult`. The model keeps the *last* epoch's weights.
@@ -980,28 +1097,35 @@ def fit(
     """
     device, out = torch.device(device), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.whiten_stem and resume is None:
+        _whiten_stem(model, train_loader)
     run = _start_run(model, cfg, device, len(train_loader), num_classes=len(classes))
     start_epoch, cfg = (0, cfg) if resume is None else _resume(Path(resume), run, cfg, device)
     cfg = choose_threads(cfg, model, device)  # a resumed run keeps the count it chose
     metadata = _describe_run(model, cfg, classes, mean, std)  # saved in both checkpoints
-    epochs = trange(start_epoch + 1, cfg.epochs + 1, initial=start_epoch, total=cfg.epochs,
-                    desc="epochs", disable=not progress)  # fmt: skip
+    pacer = Pacer(cfg, len(train_loader), deadline, run.schedule.scheduler)
+    bar = tqdm(total=pacer.epochs, initial=start_epoch, desc="epochs", disable=not progress)
+    epoch = start_epoch
     with cpu_threads(cfg.threads):
-        for epoch in epochs:
-            if run.stopper.should_stop:  # a resumed run that had already stopped early
-                break
+        while epoch < pacer.epochs and not run.stopper.should_stop:  # (resumed: may have stopped)
+            epoch += 1
             set_loader_epoch(train_loader, cfg.seed, epoch)
             try:
-                row = _epoch(run, epoch, train_loader, val_loader, cfg, device, progress)
+                row = _epoch(run, epoch, pacer.batches(train_loader, epoch), val_loader, cfg,
+                             device, progress)  # fmt: skip
             except NonFiniteLossError as exc:
                 kept = kept_message(out / "last.pt", out / "best.pt")
                 raise NonFiniteLossError(f"Epoch {epoch}: {exc} {kept}") from None
+            pacer.validated(row["val_seconds"])
+            cfg = _follow_plan(cfg, pacer, metadata)
             _save_epoch(out, run, row, metadata, improved=run.stopper.step(row[cfg.monitor]))
             _warn_if_slowed_down(run.history["images_per_second"])
-            epochs.set_postfix(train_acc=f"{row['train_acc']:.3f}", val_acc=f"{row['val_acc']:.3f}")
-            if run.stopper.should_stop or epoch == stop_after_epoch:
+            bar.total = pacer.epochs
+            bar.update()
+            bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+            if epoch == stop_after_epoch:
                 break
-    epochs.close()
+    bar.close()
     barrier()  # under torchrun, wait until rank 0 has written the last files
     return FitResult(
         history=pd.DataFrame(run.history, columns=list(HISTORY_COLUMNS)),
@@ -1010,7 +1134,100 @@ def fit(
         best_epoch=run.stopper.best_epoch,
         best_score=run.stopper.best,
         stopped_early=run.stopper.should_stop,
+        config=cfg,
     )
+
+
+#: Training images whose patches set the first convolution (``whiten_stem``).
+WHITENING_IMAGES = 5_000
+
+
+def _whiten_stem(model: nn.Module, train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """``models.whitening_init`` on ``model.conv1``, from the first training batches (their
+    order is redrawn before the first epoch, so this changes nothing else)."""
+    images, count = [], 0
+    for batch, _ in train_loader:
+        images.append(batch.float().cpu())
+        count += len(batch)
+        if count >= WHITENING_IMAGES:
+            break
+    whitening_init(model.conv1, torch.cat(images)[:WHITENING_IMAGES])
+
+
+#: Batches between two checks of a run's pace against its deadline.
+PACE_CHECK_EVERY = 10
+
+
+class Pacer:
+    """Serves the steps of a run's plan, epoch by epoch, and keeps the run on its deadline.
+
+    Every ``PACE_CHECK_EVERY`` batches it compares the pace so far with the time left: when the
+    planned steps (and a validation pass per epoch left) would end after ``deadline``, it lowers
+    ``total`` to what still fits. A ``linear`` schedule (:class:`WarmupLinearDecay`) is shortened
+    with it, so the learning rate still reaches its end; other schedules are cut where the time
+    runs out. With a ``linear`` schedule (or none), a run that goes faster than planned also gets
+    the steps that now fit. Without a deadline it only stops the last epoch at ``total`` steps.
+    """
+
+    def __init__(
+        self, cfg: TrainConfig, steps_per_epoch: int, deadline: float | None, scheduler: Any
+    ) -> None:
+        self.total, self.per_epoch = total_steps(cfg, steps_per_epoch), steps_per_epoch
+        self.deadline = deadline
+        lambdas = getattr(scheduler, "lr_lambdas", [])
+        self.shapes = [f for f in lambdas if isinstance(f, WarmupLinearDecay)]
+        self.can_grow = scheduler is None or (bool(self.shapes) and len(self.shapes) == len(lambdas))
+        self.val_seconds: float | None = None  # one validation pass, measured after the first
+
+    @property
+    def epochs(self) -> int:
+        """Epochs begun by the plan: the last may be partial."""
+        return math.ceil(self.total / self.per_epoch)
+
+    def validated(self, seconds: float) -> None:
+        """Record how long the last validation pass took."""
+        self.val_seconds = seconds
+
+    def batches(self, loader: Iterable[Any], epoch: int) -> Iterator[Any]:
+        """The batches of 1-based ``epoch`` that the plan still has room for."""
+        first, start = (epoch - 1) * self.per_epoch, time.perf_counter()
+        for i, batch in enumerate(loader):
+            if self.deadline is not None and i and i % PACE_CHECK_EVERY == 0:
+                self._replan(first + i, (time.perf_counter() - start) / i, epoch)
+            if first + i >= self.total:
+                return
+            yield batch
+
+    def _replan(self, done: int, seconds_per_step: float, epoch: int) -> None:
+        # Before the first validation, guess it from the training pace (a forward pass over
+        # a tenth of the training split is about a thirtieth of an epoch: generous).
+        val = self.val_seconds
+        if val is None:
+            val = self.per_epoch * seconds_per_step / 30
+        fits = self.total
+        for _ in range(2):  # the number of validation passes depends on the steps, and back
+            validations = math.ceil(fits / self.per_epoch) - epoch + 1  # this epoch's, and later
+            left = self.deadline - time.perf_counter() - validations * val
+            fits = done + max(0, math.floor(left / seconds_per_step))
+        fits = from_main_process(fits)  # torchrun: every process takes the same number of steps
+        if fits < self.total or (fits > self.total and self.can_grow):
+            self.total = fits
+            for shape in self.shapes:
+                shape.total = fits
+
+
+def _follow_plan(cfg: TrainConfig, pacer: Pacer, metadata: dict[str, Any]) -> TrainConfig:
+    """``cfg`` with the steps the pacer now plans (saved in the checkpoints' metadata too, so
+    that ``--resume`` follows the new plan); says so when they changed."""
+    planned = total_steps(cfg, pacer.per_epoch)
+    if pacer.total == planned:
+        return cfg
+    pace = "slower" if pacer.total < planned else "faster"
+    print(f"\nTraining runs {pace} than measured at the start: {pacer.total} steps in all "
+          f"instead of {planned}, to end on time.")  # fmt: skip
+    cfg = dataclasses.replace(cfg, steps=pacer.total, epochs=pacer.epochs)
+    metadata["config"] = cfg.to_dict()
+    return cfg
 
 
 def _start_run(
@@ -1070,12 +1287,13 @@ def _epoch(
         run.ddp, train_loader, run.criterion, run.optimizer, device,
         scheduler=scheduler if per_batch else None,  # one-cycle counts batches
         scaler=run.scaler, amp=cfg.amp, channels_last=cfg.channels_last, progress=progress,
-        mix=run.mix, ema=run.ema,
+        mix=run.mix, ema=run.ema, lookahead=cfg.lookahead,
     )  # fmt: skip
     train = _over_all_processes(train)
     if scheduler is not None and not per_batch:
         scheduler.step()  # the other schedules count epochs
     broadcast_buffers(run.model, run.ema)  # torchrun: rank 0's BatchNorm statistics everywhere
+    validation_start = time.perf_counter()
     val = evaluate(run.eval_model, val_loader, device, cfg.amp, cfg.channels_last, cfg.tta)
     if not math.isfinite(val.loss):
         raise NonFiniteLossError(
@@ -1091,6 +1309,7 @@ def _epoch(
         "lr": lr,
         "epoch_seconds": time.perf_counter() - start,
         "images_per_second": train.images / train.seconds,
+        "val_seconds": time.perf_counter() - validation_start,
     }
 
 

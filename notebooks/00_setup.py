@@ -174,9 +174,10 @@ estimates = {f"width {w}": seconds_per_epoch(w, batch_size, steps) / 60 for w in
 pd.Series(estimates, name=f"minutes per epoch on {device}").round(2).to_frame()
 
 # %% [markdown]
-# A CIFAR-10 ResNet-18 reaches about 93-95% test accuracy after 30 to 200 epochs, depending on
-# the learning-rate schedule. Multiply: on a recent GPU that is minutes to an hour; on a laptop CPU
-# it is many hours, or days for the longer schedules. That is why the course has presets, and why the width-16 network exists: it needs
+# Published training recipes report about 93-95% test accuracy for a CIFAR-10 ResNet-18 after 30
+# to 200 epochs, depending on the learning-rate schedule; this repository has not measured that
+# (it has no GPU measurements yet). Multiply the minutes per epoch above by those epochs: on a
+# laptop CPU it is many hours, or days for the longer schedules. That is why the course has presets, and why the width-16 network exists: it needs
 # about 16 times less computation (the cost of a convolution grows with the product of its input
 # and output channels, and 64/16 = 4 for both) and still learns something real. The measured
 # speed-up is usually smaller than 16, because a small network spends a larger share of its time

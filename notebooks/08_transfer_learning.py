@@ -161,8 +161,8 @@ assert sorted(np.unique(vehicles_test.labels)) == list(range(len(VEHICLES)))
 # ## 2. Pretraining on the animals
 #
 # This is the part someone else usually does for you, on a much larger dataset. We train the
-# network and recipe of the course's `cpu` preset (a width-16 ResNet-18, one-cycle schedule,
-# label smoothing) on the six animal classes, for as many epochs as fit in a few minutes on this
+# network of the course's `cpu` preset (a width-16 ResNet-18) with a one-cycle schedule and label
+# smoothing on the six animal classes, for as many epochs as fit in a few minutes on this
 # machine, and keep the best checkpoint on the animals' validation images. The normalization
 # statistics are the animal images': a network must later be fed images normalized the way it
 # was trained.
@@ -177,9 +177,11 @@ mean, std = compute_mean_std(animals.train.images)  # the source task's statisti
 set_seed(pretrain_cfg.seed)
 animal_loaders = build_loaders(animals, pretrain_cfg, mean, std, device)
 animal_model = build_model(pretrain_cfg, num_classes=len(ANIMALS))
+deadline = None  # for fit: when training must end, if it has a budget
 if pretrain_cfg.minutes is not None:
     try:
-        pretrain_cfg = fit_to_budget(pretrain_cfg, animal_model, animal_loaders, device, start)
+        pretrain_cfg, deadline = fit_to_budget(pretrain_cfg, animal_model, animal_loaders, device,
+                                               start)
     except BudgetError as too_slow:  # a slow or busy machine: one epoch of the images that fit
         speed = measure_throughput(animal_model, *animal_loaders[:2], pretrain_cfg, device)
         fit_images = 60 * PRETRAIN_MINUTES / speed.train * pretrain_cfg.batch_size
@@ -190,7 +192,7 @@ if pretrain_cfg.minutes is not None:
         print(f"{too_slow}\nSo: one epoch of {len(keep):,} of the animal images.")
 out = Path(tempfile.mkdtemp(prefix="notebook08-animals-"))  # a throwaway folder of this session
 pretraining = fit(animal_model, animal_loaders[0], animal_loaders[1], pretrain_cfg, device,
-                  out_dir=out, classes=ANIMALS, mean=mean, std=std)
+                  out_dir=out, classes=ANIMALS, mean=mean, std=std, deadline=deadline)
 PRETRAINED = str(pretraining.best_checkpoint)  # what the transfer runs start from
 print(f"pretrained on {len(animals.train):,} animal images in {time.perf_counter() - start:.0f} s: "
       f"validation accuracy {pretraining.best_score:.1%} on the 6 animal classes "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from course_utils.models import (
     resnet50,
     resnet101,
     resnet152,
+    whitening_init,
 )
 
 DEPTHS = (18, 34, 50, 101, 152)
@@ -438,3 +440,22 @@ def test_option_a_shortcut_is_the_subsampled_input_padded_with_zeros() -> None:
         cifar_resnet(18)
     with pytest.raises(ValueError, match="shortcut"):
         cifar_resnet(20, "C")
+
+
+def test_whitening_init_gives_uncorrelated_unit_variance_features() -> None:
+    generator = torch.Generator().manual_seed(0)
+    smooth = F.avg_pool2d(torch.randn(60, 3, 12, 12, generator=generator), 3, 1, 1)  # correlated
+    conv = nn.Conv2d(3, 16, 3, bias=False)
+    whitening_init(conv, smooth, eps=1e-12)
+    # An independent reference: the patches' covariance and its top eigenvectors from NumPy.
+    windows = np.lib.stride_tricks.sliding_window_view(smooth.double().numpy(), (3, 3), axis=(2, 3))
+    patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, 27)  # (N * 10 * 10, 27)
+    eigenvalues, eigenvectors = np.linalg.eigh(patches.T @ patches / len(patches))
+    top = conv.weight[:8].detach().double().reshape(8, 27).numpy()
+    for j in range(8):  # filter j is eigenvector j (largest first) over the root of its eigenvalue
+        expected = eigenvectors[:, -1 - j] / np.sqrt(eigenvalues[-1 - j])
+        error = min(abs(top[j] - expected).max(), abs(top[j] + expected).max())
+        assert error < 1e-4 * abs(expected).max(), j
+    features = patches @ top.T  # (patches, 8): what the first 8 filters compute
+    np.testing.assert_allclose(features.T @ features / len(features), np.eye(8), atol=1e-4)
+    torch.testing.assert_close(conv.weight[8:], -conv.weight[:8])  # and their negatives

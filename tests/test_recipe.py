@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,20 +13,32 @@ import torch
 from torch import nn
 
 from course_utils.budget import (
+    DEADLINE_MARGIN,
     REPORT_SECONDS,
     SAFETY_MARGIN,
     TIMED_BATCHES,
     BudgetError,
     Throughput,
     fit_to_budget,
+    measure_throughput,
     plan_epochs,
+    plan_steps,
 )
 from course_utils.checkpoints import load_checkpoint
 from course_utils.config import set_seed
 from course_utils.data import TensorLoader, cifar10_splits
 from course_utils.evaluation import predict
 from course_utils.models import resnet18
-from course_utils.training import TrainConfig, build_ema, build_mixing, build_scheduler, fit
+from course_utils.training import (
+    Pacer,
+    TrainConfig,
+    build_ema,
+    build_mixing,
+    build_scheduler,
+    copy_average_into,
+    fit,
+    learning_rates,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,7 +49,7 @@ def lrs_per_batch(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
     schedule = build_scheduler(optimizer, cfg, steps_per_epoch)
     assert schedule.per_batch
     lrs = []
-    for _ in range(cfg.epochs * steps_per_epoch):
+    for _ in range(cfg.steps or cfg.epochs * steps_per_epoch):
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         schedule.scheduler.step()
@@ -67,6 +80,28 @@ def test_warmup_cosine_is_a_line_then_a_half_cosine():
                 0.001 + (0.2 - 0.001) * (1 + math.cos(math.pi * (t - warm) / (total - warm))) / 2
             )
         assert lr == pytest.approx(expected, rel=1e-6), t
+
+
+def test_linear_schedule_is_two_straight_lines_ending_at_its_final_lr():
+    cfg = TrainConfig(schedule="linear", lr=0.5, div_factor=5, final_div_factor=14, warmup=0.2,
+                      epochs=3, steps=25)  # fmt: skip
+    start, end = 0.5 / 5, 0.5 / 5 / 14
+    lrs = lrs_per_batch(cfg, steps_per_epoch=10)
+    assert len(lrs) == 25  # steps, not epochs x batches: the last epoch is cut at 5 batches
+    warm = 5  # 20% of 25
+    for t in range(warm):
+        assert lrs[t] == pytest.approx(start + (0.5 - start) * t / warm), t
+    for t in range(warm, 25):  # from the peak at step 5 down to `end` at the last step, 24
+        assert lrs[t] == pytest.approx(0.5 + (end - 0.5) * (t - warm) / (24 - warm)), t
+    np.testing.assert_allclose(learning_rates(cfg, 10), lrs)
+
+
+def test_onecycle_spans_the_steps_when_they_are_set():
+    cfg = TrainConfig(schedule="onecycle", lr=0.3, epochs=4, steps=36)
+    lrs = lrs_per_batch(cfg, steps_per_epoch=10)
+    assert len(learning_rates(cfg, 10)) == 36
+    assert lrs[-1] == pytest.approx(0.3 / 25 / 1e4, rel=1e-6)  # its final lr at step 36, not 40
+    assert max(lrs) == pytest.approx(0.3)
 
 
 def test_mixup_blends_images_and_labels_by_the_same_weight():
@@ -130,6 +165,21 @@ def test_flip_tta_is_the_mean_of_the_two_views_softmax():
     np.testing.assert_allclose(pred.probs, expected.numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_flip_tta_loss_stays_finite_when_a_probability_underflows():
+    """Early in training, eval-mode BatchNorm can give logits hundreds apart: softmax then
+    underflows to 0 for the true class, and log(mean(softmax)) would be -inf."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 2 * 2, 3))
+    with torch.no_grad():
+        model[1].weight.mul_(1_000)
+    images, labels = torch.randn(8, 3, 2, 2), torch.arange(8) % 3
+    pred = predict(model, [(images, labels)], "cpu", channels_last=False, tta=True)
+    assert np.isfinite(pred.logits).all() and np.isfinite(pred.loss)
+    with torch.no_grad():  # the plain cross-entropy of each view bounds the averaged one
+        worst = max(nn.functional.cross_entropy(model(v), labels, reduction="none").max()
+                    for v in (images, images.flip(-1)))  # fmt: skip
+    assert pred.loss <= float(worst)
+
+
 # --------------------------------------------------------------------------------------------------
 # The time budget
 # --------------------------------------------------------------------------------------------------
@@ -143,6 +193,20 @@ def test_plan_epochs_by_hand():
     assert plan_epochs(60, 30, speed, 100, 10, 20) == 0
 
 
+def test_plan_steps_by_hand():
+    speed = Throughput(train=0.5, eval=0.1)
+    # left = (600 - 30) * 0.95 - 2 - 10 = 529.5 s. One epoch (100 steps + 1 s validation) is
+    # 51 s, so 10 epochs take 510 s; an 11th validation (1 s) leaves 529.5 - 11 = 518.5 s of
+    # training: 1037 steps, 37 of them in the 11th epoch.
+    left = (600 - 30) * (1 - SAFETY_MARGIN) - 2.0 - REPORT_SECONDS
+    assert left == pytest.approx(529.5)
+    assert plan_steps(600, 30, speed, 100, 10, 20) == 1037
+    assert plan_steps(600, 30, speed, 100, 10, 20) // 100 == plan_epochs(600, 30, speed, 100, 10, 20)
+    # 60 s budget: left = 28.5 - 12 = 16.5 s; one validation (1 s), then 31 steps of a first epoch
+    assert plan_steps(60, 30, speed, 100, 10, 20) == 31
+    assert plan_steps(10, 5, speed, 100, 10, 20) == 0  # nothing left after the test and report
+
+
 class FakeClock:
     """A clock that advances by a fixed step on every reading (time.perf_counter's stand-in)."""
 
@@ -154,23 +218,27 @@ class FakeClock:
         return self.now
 
 
-def test_fit_to_budget_chooses_the_epochs_with_a_fake_clock(capsys):
+def test_fit_to_budget_chooses_the_steps_with_a_fake_clock(capsys):
     images = np.zeros((40, 32, 32, 3), dtype=np.uint8)
     from course_utils.data import CIFAR10Arrays
 
     data = CIFAR10Arrays(images, np.arange(40) % 10, tuple(str(i) for i in range(10)), "fake")
-    loaders = (TensorLoader(data, 4), TensorLoader(data, 8), TensorLoader(data, 8))  # 10, 5, 5
+    loaders = (TensorLoader(data, 4), TensorLoader(data, 4), TensorLoader(data, 4))  # 10 each
     cfg = TrainConfig(width=8, minutes=10, batch_size=4)
     clock = FakeClock(step=TIMED_BATCHES * 0.3)  # each start/stop pair reads 0.3 s per batch
-    planned = fit_to_budget(cfg, resnet18(width=8), loaders, torch.device("cpu"), 0.0, clock)
-    # Readings: train start/stop, eval start/stop, then "now": 5 readings of 0.9 s each.
-    speed = Throughput(0.3, 0.3)
-    # by hand: (600 s - 4.5 s spent) less the margin, the test (5 x 0.3 s) and the report, over
-    # an epoch of 10 training and 5 validation batches of 0.3 s each
-    by_hand = math.floor(((600 - 4.5) * (1 - SAFETY_MARGIN) - 5 * 0.3 - REPORT_SECONDS) / 4.5)
-    assert planned.epochs == plan_epochs(600, 5 * 0.9, speed, 10, 5, 5) == by_hand
-    assert planned.minutes == 10 and f"{by_hand} epoch{' fits' if by_hand == 1 else 's fit'}" in capsys.readouterr().out
-    with pytest.raises(BudgetError, match="Not even one epoch fits in 0.1 minutes"):
+    planned, deadline = fit_to_budget(cfg, resnet18(width=8), loaders, torch.device("cpu"), 0.0,
+                                      clock)  # fmt: skip
+    # Readings: train start/stop, eval start/stop, then "now": 5 readings, each a step later.
+    spent, speed = 5 * TIMED_BATCHES * 0.3, Throughput(0.3, 0.3)
+    # by hand: (600 s - spent) less the margin, the test (10 x 0.3 s) and the report, over
+    # an epoch of 10 training and 10 validation batches of 0.3 s each
+    by_hand = math.floor(((600 - spent) * (1 - SAFETY_MARGIN) - 10 * 0.3 - REPORT_SECONDS) / 6.0)
+    assert planned.steps == plan_steps(600, spent, speed, 10, 10, 10) == 10 * by_hand
+    assert planned.epochs == plan_epochs(600, spent, speed, 10, 10, 10) == by_hand
+    assert deadline == pytest.approx(600 * (1 - DEADLINE_MARGIN) - 10 * 0.3 - REPORT_SECONDS)
+    out = capsys.readouterr().out
+    assert planned.minutes == 10 and f"{10 * by_hand} steps of 4 images fit" in out
+    with pytest.raises(BudgetError, match="Not even 50% of an epoch fits in 0.1 minutes"):
         fit_to_budget(
             TrainConfig(width=8, minutes=0.1), resnet18(width=8), loaders, "cpu", 0.0,
             FakeClock(step=TIMED_BATCHES * 0.3),
@@ -218,3 +286,89 @@ def test_ema_and_mixing_resume_exactly(tiny_data, tmp_path: Path):
     if best["epoch"] == 3:
         torch.testing.assert_close(best["model"]["fc.weight"], ema_weights["fc.weight"])
     assert not torch.equal(a["model"]["fc.weight"], ema_weights["fc.weight"])
+
+
+def test_pacer_shortens_the_plan_and_the_linear_schedule_when_the_machine_slows_down(monkeypatch):
+    from course_utils import training
+
+    now = [0.0]  # a clock moved by hand: each batch "takes" the seconds the test says
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    cfg = TrainConfig(schedule="linear", epochs=3, steps=100, lr=1.0, warmup=0.2)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = build_scheduler(optimizer, cfg, 40).scheduler
+    pacer = Pacer(cfg, 40, deadline=100.0, scheduler=scheduler)
+    pacer.validated(0.0)
+    assert (pacer.total, pacer.epochs) == (100, 3)
+
+    def epoch(number: int, seconds_per_batch: float) -> list[int]:
+        served = []
+        for batch in pacer.batches(range(40), number):
+            served.append(batch)
+            now[0] += seconds_per_batch
+        return served
+
+    assert epoch(1, 1.0) == list(range(40)) and pacer.total == 100  # 1 s a step: on plan
+    # 2 s a step from now on: at step 50 (t = 60 s) only 40 s are left, room for 20 more steps
+    assert epoch(2, 2.0) == list(range(30)) and (pacer.total, pacer.epochs) == (70, 2)
+    assert scheduler.lr_lambdas[0].total == 70  # the line now ends at the new last step
+    assert list(Pacer(cfg, 40, None, None).batches(range(40), 3)) == list(range(20))  # no clock
+
+
+def test_lookahead_copies_the_average_back():
+    model = nn.Linear(3, 2)
+    ema = build_ema(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update_parameters(model)  # the first update copies; make the average differ first
+    with torch.no_grad():
+        model.weight.add_(2.0)
+    ema.update_parameters(model)
+    copy_average_into(model, ema)
+    torch.testing.assert_close(model.weight, ema.module.weight)
+    assert not torch.equal(model.weight, ema.module.weight + 1)
+
+
+def test_alternate_flip_shows_each_image_once_each_way_in_two_epochs():
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    images[:, :, :16] = 0  # the left half dark: a flip moves the dark half to the right
+    from course_utils.data import CIFAR10Arrays, set_loader_epoch
+
+    data = CIFAR10Arrays(images, np.arange(16) % 10, tuple(str(i) for i in range(10)), "fake")
+    loader = TensorLoader(data, 16, shuffle=False, augment=True, alternate_flip=True, seed=3)
+    flipped = {}
+    for epoch in (1, 2, 3):
+        set_loader_epoch(loader, 3, epoch)
+        (x, _), = list(loader)
+        dark_right = x[:, :, 8:24, 26:].mean((1, 2, 3)) < x[:, :, 8:24, :6].mean((1, 2, 3))
+        flipped[epoch] = dark_right
+    assert torch.equal(flipped[1], ~flipped[2]) and torch.equal(flipped[1], flipped[3])
+    assert 0 < int(flipped[1].sum()) < 16  # a random half, not all or none
+
+
+def test_fit_runs_the_planned_steps_and_cuts_the_last_epoch(tiny_data, tmp_path: Path):
+    cfg = TrainConfig(width=8, epochs=5, steps=10, batch_size=50, eval_batch_size=100, lr=0.05,
+                      schedule="linear", patience=None)  # fmt: skip
+    loaders = (
+        TensorLoader(tiny_data[0], 50, shuffle=True, augment=True, drop_last=True),  # 4 batches
+        TensorLoader(tiny_data[1], 100),
+    )
+    set_seed(0)
+    result = fit(resnet18(width=8), *loaders, cfg, "cpu", out_dir=tmp_path, progress=False)
+    assert result.epochs_run == 3  # 4 + 4 + 2 steps
+    state = load_checkpoint(result.last_checkpoint)
+    assert state["scheduler"]["last_epoch"] == 10  # the scheduler counted 10 optimizer steps
+    assert result.config.steps == 10
+
+
+def test_measure_throughput_divides_by_the_batches_a_small_loader_has():
+    images = np.zeros((8, 32, 32, 3), dtype=np.uint8)
+    from course_utils.data import CIFAR10Arrays
+
+    data = CIFAR10Arrays(images, np.arange(8) % 10, tuple(str(i) for i in range(10)), "fake")
+    tiny_eval = TensorLoader(data, 4)  # 2 batches, fewer than TIMED_BATCHES
+    assert len(tiny_eval) < TIMED_BATCHES
+    speed = measure_throughput(resnet18(width=8), TensorLoader(data, 1), tiny_eval,
+                               TrainConfig(width=8), "cpu", FakeClock(step=1.0))  # fmt: skip
+    # each timing reads the clock twice, one step apart: 1 s over the batches actually run
+    assert speed.train == pytest.approx(1.0 / TIMED_BATCHES)  # 8 single images: all 8 timed
+    assert speed.eval == pytest.approx(1.0 / 2)

@@ -142,6 +142,21 @@ MEAN_STD_WRONG = {
         lambda images, batch_size=5_000: compute_mean_std(images),
         "compute_mean_std",
     ),
+    "the whole array at once": (
+        lambda images, batch_size=5_000: _float_stats(images),
+        "not `batch_size`",
+    ),
+    "the whole array through torch": (
+        lambda images, batch_size=5_000: (
+            (x := torch.from_numpy(np.asarray(images)).double().reshape(-1, 3) / 255).mean(0),
+            x.std(0, correction=0),
+        ),
+        "without a slice",
+    ),
+    "one slice larger than the batch": (
+        lambda images, batch_size=5_000: _float_stats(images[: len(images)]),
+        "in a slice of",
+    ),
 }
 
 
@@ -153,10 +168,14 @@ def test_mean_std_accepts_the_solution(capsys):
     )
 
 
-def test_mean_std_accepts_bessel_and_torch(capsys):
+def test_mean_std_accepts_a_streamed_torch_answer(capsys):
     def with_torch(images, batch_size=5_000):
-        x = torch.from_numpy(images).double().reshape(-1, 3) / 255
-        return x.mean(dim=0), x.std(dim=0)  # n - 1: irrelevant for this many pixels
+        sums, squares, n = torch.zeros(3, dtype=torch.float64), 0.0, 0
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start : start + batch_size]).double().reshape(-1, 3) / 255
+            sums, squares, n = sums + x.sum(0), squares + (x**2).sum(0), n + len(x)
+        mean = sums / n
+        return mean, (squares / n - mean**2).sqrt()
 
     E.check_mean_std(with_torch, TRAIN)
     assert_correct(capsys, "channel mean and std")
@@ -749,6 +768,7 @@ def _loop(
             model.train()
         losses, accs, total_loss, hits, seen = [], [], 0.0, 0, 0
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             if zero_grad == "before":
                 optimizer.zero_grad()
             logits = model(x)
@@ -770,6 +790,42 @@ def _loop(
     return loop
 
 
+def _never_moves(model, loader, criterion, optimizer, device):
+    model.train()
+    total, hits, seen = 0.0, 0, 0
+    for x, y in loader:  # on the CPU this computes the right numbers; on a GPU it would crash
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = criterion(logits, y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(y)
+        hits += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return total / seen, hits / seen
+
+
+def _sums_tensors(model, loader, criterion, optimizer, device):
+    model.train()
+    total, hits, seen = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = criterion(logits, y)
+        loss.backward()
+        optimizer.step()
+        total = total + loss * len(y)  # keeps every batch's graph alive
+        hits += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    return float(total) / seen, hits / seen
+
+
+def _returns_the_graph(model, loader, criterion, optimizer, device):
+    loss, accuracy = _sums_tensors(model, loader, criterion, optimizer, device)
+    return torch.tensor(loss, requires_grad=True), accuracy
+
+
 def _calls_reference(model, loader, criterion, optimizer, device):
     stats = train_one_epoch(model, loader, criterion, optimizer, device)
     return stats.loss, stats.accuracy
@@ -784,6 +840,9 @@ LOOP_WRONG = {
     "accuracy averaged per batch": (_loop(acc_per_batch=True), "averages the batches' accuracies"),
     "accuracy in percent": (_loop(percent=True), "not a percentage"),
     "calls train_one_epoch": (_calls_reference, "train_one_epoch"),
+    "never moves the batches to the device": (_never_moves, "to(device)"),
+    "adds up the loss tensor": (_sums_tensors, "loss.item()"),
+    "returns a tensor with its graph": (_returns_the_graph, "autograd graph"),
     "returns one number": (lambda *args: 0.5, "two numbers"),
 }
 
@@ -836,6 +895,10 @@ STOP_WRONG = {
     "ignores min_delta": (_stop_rule(use_delta=False), "ignores min_delta"),
     "lower is better": (_stop_rule(higher=False), "lower as better"),
     "counts the best epoch itself": (_len_minus_argmax, "the right answer is"),
+    "a window over the last epochs": (
+        lambda h, p, d=0.0: len(h) > p and max(h[-p:]) - max(h[:-p]) <= d,
+        "the epochs since it last moved",
+    ),
     "uses EarlyStopping": (_with_early_stopping, "EarlyStopping"),
 }
 

@@ -40,6 +40,7 @@ from course_utils.training import (
     NonFiniteLossError,
     TrainConfig,
     _warn_if_slowed_down,
+    build_model,
     build_optimizer,
     build_scheduler,
     choose_threads,
@@ -168,6 +169,22 @@ def test_build_optimizer_settings():
     )
     adam = build_optimizer(model, TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0))
     assert isinstance(adam, torch.optim.Adam)
+
+
+def test_batchnorm_shifts_get_their_own_rate_and_the_same_decay_per_step():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    cfg = TrainConfig(lr=0.1, weight_decay=5e-4, bn_bias_lr=64.0, freeze_bn_scale=True)
+    optimizer = build_optimizer(model, cfg)
+    slow, fast = optimizer.param_groups
+    assert {id(p) for p in fast["params"]} == {id(model[1].bias)}
+    assert {id(p) for p in slow["params"]} == {id(p) for p in model.parameters()} - {id(model[1].bias)}
+    assert fast["lr"] == pytest.approx(6.4) and fast["lr"] * fast["weight_decay"] == pytest.approx(
+        slow["lr"] * slow["weight_decay"]
+    )  # the decay per step, lr x weight decay, is unchanged
+    net = build_model(dataclasses.replace(cfg, width=8))
+    scales = [m.weight for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert scales and not any(w.requires_grad for w in scales)  # frozen at 1
+    assert all(m.bias.requires_grad for m in net.modules() if isinstance(m, nn.BatchNorm2d))
 
 
 def lrs_over_epochs(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:

@@ -386,6 +386,11 @@ WRONG_GROUPS = {  # a wrong answer, and the phrase its diagnosis must contain
     "hard-coded": (lambda m, lr, f: _head_and_rest(m, lr, 0.01), "expected"),
     "a dict": (lambda m, lr, f: {"params": list(m.parameters()), "lr": lr}, "list of dictionaries"),
     "reference": (lambda m, lr, f: T.parameter_groups(m, lr, f), "build the groups yourself"),
+    "the head by position": (
+        lambda m, lr, f: [{"params": list(m.parameters())[-2:], "lr": lr},
+                          {"params": list(m.parameters())[:-2], "lr": lr * f}],
+        "by name",
+    ),  # fmt: skip
 }
 
 
@@ -448,7 +453,7 @@ def test_the_shipped_cpu_checkpoint_scores_what_its_metrics_say(cifar_root: Path
     assert "cpu" in T.SHIPPED_CHECKPOINTS, "the shipped 'cpu' checkpoint is not registered"
     state = T.load_pretrained("cpu")
     cfg = TrainConfig.from_dict(state["config"])
-    assert not cfg.amp and not cfg.tta, "this test compares float32 logits"
+    assert not cfg.amp, "this test compares float32 scores"
     model = build_model(replace(cfg, init="scratch", freeze_backbone=False), len(state["classes"]))
     model.load_state_dict(state["model"])
     splits = cifar10_splits(cifar_root, val_size=cfg.val_size, seed=cfg.seed, smoke=False)

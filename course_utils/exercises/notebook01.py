@@ -29,6 +29,63 @@ def _probe_images(n: int, size: int, seed: int) -> np.ndarray:
     return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
+class _Watched(np.ndarray):
+    """The images, as an array that notes how it is read: the size of every slice taken from it,
+    and any computation on all of it at once (which the streaming exercise is meant to avoid)."""
+
+    def watch(self) -> _Watched:
+        self.slices: list[int] = []
+        self.whole: list[str] = []
+        return self
+
+    def __getitem__(self, key: Any) -> Any:
+        part = np.asarray(super().__getitem__(key))  # a plain array: only the whole is watched
+        if hasattr(self, "slices"):
+            self.slices.append(len(part) if part.ndim == self.ndim else 1)
+        return part
+
+    def _noted(self, what: str) -> np.ndarray:
+        if hasattr(self, "whole"):
+            self.whole.append(what)
+        return self.view(np.ndarray)
+
+    def astype(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return self._noted("astype").astype(*args, **kwargs)
+
+    def reshape(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return self._noted("reshape").reshape(*args, **kwargs)
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        plain = [x._noted(ufunc.__name__) if isinstance(x, _Watched) else x for x in inputs]
+        return getattr(ufunc, method)(*plain, **kwargs)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        views = func.__name__ in ("array_split", "split", "shape", "ndim", "size")  # no copies
+        plain = [
+            (x.view(np.ndarray) if views else x._noted(func.__name__))
+            if isinstance(x, _Watched) else x
+            for x in args
+        ]  # fmt: skip
+        return func(*plain, **kwargs)
+
+
+def _judge_streaming(images: _Watched, batch_size: int) -> None:
+    """Raise :class:`Wrong` if the answer read more than ``batch_size`` images at once."""
+    unsliced = len(images) > batch_size and not images.slices  # e.g. torch.from_numpy(images)
+    if images.whole or unsliced or max(images.slices, default=0) > batch_size:
+        if images.whole:
+            done = f"`{images.whole[0]}` on all of them"
+        elif unsliced:
+            done = "all at once, without a slice"
+        else:
+            done = f"in a slice of {max(images.slices):,} images"
+        raise Wrong(
+            f"your numbers are right, but your function reads the images {done}, not "
+            f"`batch_size` ({batch_size:,}) at a time: on the 50,000 training images as float64 "
+            f"that is 1.2 GB at once. Loop over slices images[start:start + batch_size]."
+        )
+
+
 def _three_numbers(value: Any, what: str) -> np.ndarray:
     try:
         array = np.asarray(
@@ -147,12 +204,13 @@ def check_mean_std(
 
     def attempt() -> tuple[tuple[float, ...], tuple[float, ...]]:
         for data, size in ((probe, 4), (images, batch_size)):
+            watched = data.view(_Watched).watch()
             with _forbid(
                 student,
                 [(data_module, "compute_mean_std")],
                 "your function calls course_utils' compute_mean_std; write the loop.",
             ):
-                got = _mean_std_answer(student(data, batch_size=size))
+                got = _mean_std_answer(student(watched, batch_size=size))
             expected = tuple(np.array(s) for s in compute_mean_std(data))
             if not results_match(got, expected, atol=1e-7):
                 mistakes = _mean_std_mistakes(data, size, test_images)
@@ -166,6 +224,7 @@ def check_mean_std(
                         f"and {np.round(expected[1], 5)}."
                     )
                 )
+            _judge_streaming(watched, size)
         return tuple(map(float, got[0])), tuple(map(float, got[1]))
 
     return self_check(

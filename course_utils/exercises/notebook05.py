@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -113,6 +115,33 @@ def _judge_numbers(
         raise Wrong(f"your accuracy is {got_accuracy:.4f}, expected {accuracy:.4f}.")
 
 
+def _judge_source(student: Callable[..., Any], result: Sequence[Any]) -> None:
+    """Raise :class:`Wrong` for the two mistakes a CPU-only check cannot see in the numbers: the
+    batches never moved to ``device`` (harmless here, a crash on a GPU), and the loss added up as
+    a tensor (every batch's graph then stays in memory until the epoch ends)."""
+    if any(isinstance(v, torch.Tensor) and v.requires_grad for v in result):
+        raise Wrong(
+            "you return a tensor that still holds the autograd graph: add up loss.item() (a "
+            "Python number), not the loss tensor, or every batch's graph stays in memory."
+        )
+    try:
+        source = inspect.getsource(student)
+    except (OSError, TypeError):  # defined where Python keeps no source: judge the numbers only
+        return
+    if not re.search(r"\.to\(\s*(device\b|device=)", source):
+        raise Wrong(
+            "your loop never moves the batches to `device`: call .to(device) on the images and "
+            "the labels, or on a GPU the model and the data sit on different devices."
+        )
+    names = re.findall(r"(\w+)\s*=\s*criterion\(", source)
+    if names and not any(re.search(rf"\b{n}\.(item|detach)\(|float\(\s*{n}\b", source)
+                         for n in names):  # fmt: skip
+        raise Wrong(
+            f"you add up the loss tensor `{names[0]}`: add {names[0]}.item() (a Python number) "
+            "instead, or every batch's autograd graph stays in memory until the epoch ends."
+        )
+
+
 def check_train_one_epoch(
     student: Callable[..., Any],
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -166,6 +195,7 @@ def check_train_one_epoch(
         _judge_numbers(
             got_loss, got_accuracy, loss, accuracy, _epoch(copy.deepcopy(start), batches, lr)
         )
+        _judge_source(student, result)
         return got_loss, got_accuracy
 
     return self_check(
@@ -187,6 +217,9 @@ STOPPING_RUNS: dict[str, tuple[list[float], int, float]] = {
     "slow creep past min_delta": ([0.500, 0.505, 0.509, 0.513, 0.516, 0.519, 0.520], 3, 0.01),
     "dip and partial recovery": ([0.60, 0.50, 0.55, 0.59, 0.58, 0.61, 0.57], 2, 0.0),
     "long plateau": ([0.50, 0.60, 0.60, 0.60, 0.60, 0.60], 2, 0.0),
+    # The best moves only on a gain above min_delta: 0.509 does not move it, so 0.515 is a gain
+    # on 0.50. A rule over the last `patience` epochs against the best before them stops here.
+    "a small gain, then a larger one": ([0.50, 0.509, 0.515, 0.516], 2, 0.01),
 }
 
 
@@ -236,6 +269,14 @@ def _rule(
     return since > patience if strict else since >= patience
 
 
+def _windowed_rule(history: list[float], patience: int, min_delta: float) -> bool:
+    """A plausible wrong rule: no gain above min_delta in the last ``patience`` epochs over the
+    best value before them."""
+    if len(history) <= patience:
+        return False
+    return max(history[-patience:]) - max(history[:-patience]) <= min_delta
+
+
 def check_should_stop(student: Callable[[list[float], int, float], bool]) -> dict[str, list[bool]]:
     """Notebook 05, exercise 2: ``student(history, patience, min_delta)`` says whether to stop.
 
@@ -279,6 +320,12 @@ def check_should_stop(student: Callable[[list[float], int, float], bool]) -> dic
         (
             "your rule treats lower as better; these are accuracies, higher is better.",
             lambda h, p, d: _rule(h, p, d, higher=False),
+        ),
+        (
+            ("you compare the best of the last `patience` epochs with the best before them; the "
+            "best moves only when a value beats it by more than min_delta, so count the epochs "
+            "since it last moved."),
+            _windowed_rule,
         ),
     ]
 

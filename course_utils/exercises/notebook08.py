@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,14 @@ def _rates(groups: Any, model: nn.Module) -> dict[str, float]:
         ) from exc
 
 
+def _head_without_bias(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose head has no bias: its last two parameters are then the head's
+    weight and a backbone parameter, so a head taken by position shows."""
+    other = copy.deepcopy(model)
+    other.fc = nn.Linear(model.fc.in_features, model.fc.out_features, bias=False)
+    return other
+
+
 def check_parameter_groups(
     student: Callable[[nn.Module, float, float], Any], model: nn.Module
 ) -> dict[str, float]:
@@ -49,9 +58,20 @@ def check_parameter_groups(
     """
     from course_utils import transfer
 
-    head = {name for name, _ in model.named_parameters() if name.startswith("fc.")}
-
     def attempt() -> dict[str, float]:
+        results = judge(model)
+        try:
+            judge(_head_without_bias(model))
+        except Wrong:
+            raise Wrong(
+                "your groups are right for this model only: on the same network with a head "
+                "without a bias, they are wrong. Take the head by name, model.fc.parameters(), "
+                "not by its position among the parameters."
+            ) from None
+        return results[0]
+
+    def judge(model: nn.Module) -> list[dict[str, float]]:
+        head = {name for name, _ in model.named_parameters() if name.startswith("fc.")}
         results = []
         for lr, backbone_lr in GROUP_CASES:
             with _forbid(student, [(transfer, "parameter_groups")],
@@ -87,7 +107,7 @@ def check_parameter_groups(
                 f"{wrong[0]} learns at {got[wrong[0]]:g}, expected {expected[wrong[0]]:g} "
                 f"(lr={lr}, backbone_lr={backbone_lr})."
             )
-        return results[0]
+        return results
 
     first = GROUP_CASES[0]
     return self_check(
