@@ -502,8 +502,8 @@ def _batchnorm_shifts_apart(
 ) -> list[dict[str, Any]]:
     """``groups`` with every BatchNorm shift (bias) moved to a group of its own, at ``factor``
     times the learning rate and weight decay divided by ``factor``: the same decay per step
-    (lr x weight decay), larger steps. A shift only moves a feature's threshold, and a larger
-    rate lets it keep up with the weights early in a short run (airbench, Jordan 2024)."""
+    (lr x weight decay), larger steps, as airbench (Jordan 2024) does for its short runs. What it
+    buys the ``cpu`` preset is not measured yet (notebook 07, section 9)."""
     shifts = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
     split = []
     for group in groups:
@@ -543,9 +543,10 @@ class WarmupLinearDecay:
     ``end`` at the last step (Li et al. 2020: for a fixed budget, decaying linearly to about zero
     is robust). For ``LambdaLR``.
 
-    ``total`` may be lowered mid-run (:func:`fit` does so when the machine slows down and the run
-    would overrun its time budget): the rest of the line is then steeper, and still ends at
-    ``end``. A plain object, so ``LambdaLR.state_dict`` saves ``total`` with the checkpoint.
+    ``total`` may change mid-run (:class:`Pacer` lowers it when the machine slows down and the run
+    would overrun its time budget, and raises it when the run goes faster than planned): the rest
+    of the line is then steeper or flatter, and still ends at ``end``. A plain object, so
+    ``LambdaLR.state_dict`` saves ``total`` with the checkpoint.
     """
 
     def __init__(self, total: int, warmup: float, start: float, end: float) -> None:
@@ -1085,7 +1086,8 @@ def fit(
         stop_after_epoch: stop after this (1-based) epoch as if interrupted; ``resume=`` goes on.
         deadline: a ``time.perf_counter()`` reading by which training and validation must end
             (``budget.fit_to_budget`` gives it). If the machine slows down and the planned steps
-            would not fit, fewer are run, and the ``linear`` schedule is shortened to match.
+            would not fit, fewer are run, and a ``linear`` schedule is shortened to match; if it
+            speeds up, a ``linear`` run gets more (:class:`Pacer`).
 
     Returns:
         A :class:`FitResult`. The model keeps the *last* epoch's weights.
@@ -1142,7 +1144,7 @@ def fit(
 WHITENING_IMAGES = 5_000
 
 
-def _whiten_stem(model: nn.Module, train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _whiten_stem(model: nn.Module, train_loader: Iterable[tuple[torch.Tensor, Any]]) -> None:
     """``models.whitening_init`` on ``model.conv1``, from the first training batches (their
     order is redrawn before the first epoch, so this changes nothing else)."""
     images, count = [], 0
@@ -1176,7 +1178,8 @@ class Pacer:
         self.deadline = deadline
         lambdas = getattr(scheduler, "lr_lambdas", [])
         self.shapes = [f for f in lambdas if isinstance(f, WarmupLinearDecay)]
-        self.can_grow = scheduler is None or (bool(self.shapes) and len(self.shapes) == len(lambdas))
+        only_lines = bool(self.shapes) and len(self.shapes) == len(lambdas)
+        self.can_grow = scheduler is None or only_lines
         self.val_seconds: float | None = None  # one validation pass, measured after the first
 
     @property

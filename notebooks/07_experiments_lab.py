@@ -96,7 +96,7 @@ from course_utils.experiments import (
     summarize,
 )
 from course_utils.plotting import plot_experiment
-from course_utils.training import PRESETS, TrainConfig, build_mixing, learning_rates
+from course_utils.training import PRESETS, TrainConfig, build_ema, build_mixing, learning_rates
 
 print(f"smoke mode: {is_smoke()}")
 
@@ -530,8 +530,8 @@ pd.DataFrame(
 # not part of it, and its network is not a ResNet-18; ours stayed a ResNet-18 (the CIFAR stem,
 # four stages of two BasicBlocks, global pooling, one linear layer), so only the recipe could
 # change: width, initialization, optimizer, schedule, augmentation, averaging, test-time views and
-# label smoothing. Every run had the machine to itself, with the kernels of a common laptop
-# (`ONEDNN_MAX_CPU_ISA=AVX2`, float32).
+# label smoothing. Every run was to have the machine to itself (one did not, below), with the
+# kernels of a common laptop (`ONEDNN_MAX_CPU_ISA=AVX2`, float32).
 #
 # The table is `results/experiments/cpu-recipe.csv`, made by `benchmarks/cpu_recipe.py`: one row
 # per run, each alone on an idle machine, with its machine, kernels, date and command. The
@@ -638,8 +638,9 @@ side_by_side.round(4)
 # the anchor's levers did not carry over as tried here (the whitened first layer and Lookahead,
 # above); others (its much larger batch and learning rate, its six test-time views, its ramped
 # weight averaging) are still to be screened. A measurement that does not go the way you hoped is
-# still a measurement: this one says that, for a fixed network and budget, the recipe is worth
-# several points, and that a 5-minute screen does not always predict a 15-minute run.
+# still a measurement: this one says that in the same 15 minutes of the same CPU, something in the
+# anchor is worth several points, its recipe or its network's shape (this comparison cannot tell
+# them apart), and that a 5-minute screen does not always predict a 15-minute run.
 #
 # Note also how each run used its minutes: the preset ends on its deadline (its `wall_minutes`
 # include the data loading and the final test), while the anchor plans its epochs once, with a
