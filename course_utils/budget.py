@@ -123,10 +123,8 @@ def plan_epochs(
 ) -> int:
     """The most epochs that fit: each costs its training and validation batches; the test and
     the report are paid once, at the end. Returns 0 when not even one epoch fits."""
-    left = (budget_seconds - spent_seconds) * (1 - SAFETY_MARGIN)
-    left -= test_batches * speed.eval + REPORT_SECONDS
-    epoch_seconds = train_batches * speed.train + val_batches * speed.eval
-    return max(0, math.floor(left / epoch_seconds))
+    return plan_steps(budget_seconds, spent_seconds, speed, train_batches, val_batches,
+                      test_batches) // train_batches  # whole epochs of the steps that fit
 
 
 def plan_steps(
