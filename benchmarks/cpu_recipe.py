@@ -37,6 +37,9 @@ import pandas as pd
 from course_utils.experiments import RESULTS_DIR, provenance
 
 TABLE = RESULTS_DIR / "cpu-recipe.csv"
+#: screen: --minutes 5, one seed; epochs: a fixed number of epochs (no budget), one seed, so the
+#: accuracy measures the recipe alone; confirm: --minutes 15, two seeds
+STAGES = ("screen", "epochs", "confirm")
 COLUMNS = (
     "recipe", "lever", "stage", "minutes", "seed", "isa", "test_accuracy", "test_accuracy_no_tta",
     "epochs", "images_per_second", "wall_seconds", "machine", "date", "torch", "command",
@@ -53,10 +56,12 @@ def _environment(isa: str | None) -> dict[str, str]:
 def run_course(args: argparse.Namespace) -> dict:
     """``python -m course_utils train --preset cpu`` with the lever's flags; its metrics.json."""
     name = re.sub(r"[^a-z0-9.]+", "-", args.lever.lower()).strip("-")
-    out = Path("runs/cpu-recipe") / f"{name}-{args.isa or 'native'}-m{args.minutes:g}-s{args.seed}"
-    command = ["python", "-m", "course_utils", "train", "--preset", "cpu", "--minutes",
-               f"{args.minutes:g}", "--seed", str(args.seed), "--no-progress", "--out", str(out),
-               *args.flags]  # fmt: skip
+    budget = f"e{args.epochs}" if args.epochs else f"m{args.minutes:g}"
+    out = Path("runs/cpu-recipe") / f"{name}-{args.isa or 'native'}-{budget}-s{args.seed}"
+    length = ["--minutes", "0", "--epochs", str(args.epochs)] if args.epochs else [
+        "--minutes", f"{args.minutes:g}"]  # fmt: skip
+    command = ["python", "-m", "course_utils", "train", "--preset", "cpu", *length, "--seed",
+               str(args.seed), "--no-progress", "--out", str(out), *args.flags]  # fmt: skip
     start = time.perf_counter()
     subprocess.run([sys.executable, *command[1:]], check=True, env=_environment(args.isa))
     return course_row(out, time.perf_counter() - start, shlex.join(command))
@@ -132,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", choices=("course", "anchor", "record", "summary"))
     parser.add_argument("--lever", default="anchor", help="what this row tries, in words")
-    parser.add_argument("--stage", default="screen", choices=("screen", "confirm"))
+    parser.add_argument("--stage", default="screen", choices=STAGES)
     parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--epochs", type=int, help="(course) train exactly this many epochs, no time budget: "
+        "accuracy that a busy machine cannot change (stage 'epochs')",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--isa", help="ONEDNN_MAX_CPU_ISA for the run, e.g. AVX2 (default: native)")
     parser.add_argument("--anchor", default="../shared/anchors/airbench_cpu.py")
@@ -142,11 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)  # after --: the run's own flags
     args = parser.parse_args(argv[:cut])
     args.flags = argv[cut + 1 :]
+    if (args.stage == "epochs") != bool(args.epochs):
+        parser.error("--stage epochs goes with --epochs N (and --epochs with --stage epochs)")
     if args.recipe == "summary":  # print the table as Markdown; train nothing
         print(markdown_tables(pd.read_csv(TABLE)))
         return 0
     result = {"course": run_course, "anchor": run_anchor, "record": record_run}[args.recipe](args)
-    row = {"lever": args.lever, "stage": args.stage, "minutes": args.minutes, "seed": args.seed,
+    minutes = 0.0 if args.epochs else args.minutes
+    row = {"lever": args.lever, "stage": args.stage, "minutes": minutes, "seed": args.seed,
            "isa": args.isa or "native", **provenance(result.pop("command")), **result}  # fmt: skip
     row["command"] = (f"ONEDNN_MAX_CPU_ISA={args.isa} " if args.isa else "") + row["command"]
     table = pd.read_csv(TABLE) if TABLE.exists() else pd.DataFrame(columns=list(COLUMNS))

@@ -161,7 +161,7 @@ def _load_model_state(path: Path, state: dict[str, Any], model: nn.Module) -> No
     )
     if saved is not None and saved != current:
         raise ArchitectureMismatchError(f"{mismatch} (see its 'architecture' entry).")
-    differences = _state_dict_differences(state["model"], model.state_dict())
+    differences = state_dict_differences(state["model"], model.state_dict())
     if differences:
         raise ArchitectureMismatchError(f"{mismatch}: {differences}.")
     try:
@@ -170,7 +170,7 @@ def _load_model_state(path: Path, state: dict[str, Any], model: nn.Module) -> No
         raise ArchitectureMismatchError(f"{mismatch}. PyTorch reports: {str(exc)[:500]}") from exc
 
 
-def _state_dict_differences(saved: dict[str, torch.Tensor], wanted: dict[str, torch.Tensor]) -> str:
+def state_dict_differences(saved: dict[str, torch.Tensor], wanted: dict[str, torch.Tensor]) -> str:
     """A one-line summary of how two state dicts differ ("" if their keys and shapes agree)."""
     missing = [k for k in wanted if k not in saved]
     unexpected = [k for k in saved if k not in wanted]

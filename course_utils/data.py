@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,10 +33,18 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
 
-from course_utils.config import DEFAULT_SEED, SMOKE, data_dir, default_num_workers, is_smoke
-
-if TYPE_CHECKING:  # for the type hint only: training imports this module
-    from course_utils.training import TrainConfig
+from course_utils.config import (
+    CROP_PADDING,
+    DEFAULT_SEED,
+    NORMALIZATIONS,
+    SMOKE,
+    TRAIN_SIZE,  # noqa: F401 (the split sizes belong to config; importable from here too)
+    VAL_SIZE,
+    TrainConfig,
+    data_dir,
+    default_num_workers,
+    is_smoke,
+)
 
 #: The ten classes in the standard order of the official release (label i is CIFAR10_CLASSES[i]).
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -60,10 +68,6 @@ WRONG_CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 #: with these, and a network trained from scratch on CIFAR-10 with CIFAR-10's own (notebook 01).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The input statistics a run can normalize with (``TrainConfig.normalization``): the run's own
-#: training images (right), ImageNet's, or CIFAR-10's mean with the widely copied 0.2023 "std".
-#: Notebook 07 measures what the two wrong ones cost.
-NORMALIZATIONS = ("dataset", "imagenet", "per-image-std")
 
 OFFICIAL_FOLDER = "cifar-10-batches-py"  # what torchvision extracts
 OFFICIAL_ARCHIVE = "cifar-10-python.tar.gz"  # what torchvision downloads
@@ -75,9 +79,6 @@ CACHE_VERSION = 2  # bump when the decoded layout changes, so old caches are not
 #: official release is, so that the first n images are a mix of classes and not all airplanes.
 JPEG_ORDER_SEED = 10
 
-TRAIN_SIZE = 50_000  # images in the official training split
-VAL_SIZE = 5_000  # held out of it for validation (the usual 45,000 / 5,000 split)
-CROP_PADDING = 4  # pixels of zero padding before the random 32x32 crop (He et al., 2016, sec. 4.2)
 
 
 class DataNotFoundError(FileNotFoundError):

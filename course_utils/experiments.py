@@ -12,15 +12,14 @@ error of every epoch, epochs, wall time, and the machine, date and command that 
 Three *analyses* (:data:`ANALYSES`) evaluate finished runs again without training anything more:
 ``eval-mode`` (the forgotten ``model.eval()``), ``ensembles`` (seeds averaged, with and without
 flip TTA) and ``test-selection`` (choosing a run on the test set against choosing on validation).
-:func:`read_table` reads a committed table and checks it holds the seeds notebook 07 relies on.
+:func:`read_table` reads a committed table and checks it holds the seeds notebook 07 (or 09)
+relies on.
 
 Explained in notebook 07 (the experiments lab).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import os
@@ -34,7 +33,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from course_utils.config import PROJECT_ROOT, REPOSITORY
+from course_utils.config import PROJECT_ROOT, REPOSITORY, TrainConfig, flag_name, get_device
+from course_utils.data import cifar10_splits, eval_transform
+from course_utils.diagnostics import (
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
+from course_utils.evaluation import Predictions, predict
+from course_utils.run import resolve_config, train_and_report
+from course_utils.training import model_from_checkpoint
 
 #: The small-data setting of the regularization, schedule and normalization grids: a stratified
 #: The ``cpu`` preset's recipe when the regularization, schedules, normalization and
@@ -51,6 +59,23 @@ RECIPE_2026_11: dict[str, Any] = {
 }
 #: 4,000 of the training images, 8 epochs, no time budget.
 SMALL_DATA: dict[str, Any] = {**RECIPE_2026_11, "train_size": 4_000, "minutes": 0, "epochs": 8}
+
+#: The ``cpu`` preset's recipe when notebook 09's learning-rate sweep and label-smoothing runs were
+#: measured (2026-12-06), pinned for the same reason, with the length of those runs: 2 epochs of
+#: all the training images, no time budget.
+RECIPE_2026_12: dict[str, Any] = {
+    "schedule": "linear",
+    "warmup": 0.23,
+    "div_factor": 5.0,
+    "final_div_factor": 14.0,
+    "label_smoothing": 0.2,
+    "tta": True,
+    "amp": False,  # float32 everywhere, also where the CPU has native bfloat16
+    "minutes": 0,
+    "epochs": 2,
+}
+#: The peak learning rates of the sweep that checks the range test's suggestion (notebook 09).
+LR_SWEEP = (0.1, 0.2, 0.4, 0.8)
 
 #: Each experiment: configuration name -> the TrainConfig fields it changes in the ``cpu`` preset.
 EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -83,6 +108,14 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # The `cpu` preset as it is, over seeds: the runs the analyses below evaluate.
     "preset": {"cpu preset": {}},
+    # Notebook 09: does the learning-rate range test's suggestion train well? Peak learning rates
+    # around it, everything else the preset's.
+    "lr-sweep": {f"peak lr {lr:g}": {**RECIPE_2026_12, "lr": lr} for lr in LR_SWEEP},
+    # Notebook 09: what label smoothing does to calibration, two runs that differ only in it.
+    "label-smoothing": {
+        f"label smoothing {ls:g}": {**RECIPE_2026_12, "lr": 0.2, "label_smoothing": ls}
+        for ls in (0.0, 0.2)
+    },
     # Regularization, schedules and input normalization, at a scale this CPU affords: 4,000
     # training images (400 per class) for 8 epochs, the same for every configuration (equal epochs,
     # not a time budget, so that a slower option is not also given fewer steps). The full
@@ -126,8 +159,6 @@ RESULTS_URL = f"https://raw.githubusercontent.com/{REPOSITORY}/main/results/expe
 
 def run_flags(changes: dict[str, Any]) -> list[str]:
     """``{"schedule": "cyclic", "tta": True}`` -> ``["--schedule", "cyclic", "--tta"]``."""
-    from course_utils.cli import flag_name
-
     flags: list[str] = []
     for name, value in changes.items():
         flag = flag_name(name)
@@ -171,32 +202,47 @@ def run_experiment(
         smoke: tiny runs on the smoke subset, to check the code path.
         runs_root: parent of the run folders (default ``runs/experiments``).
     """
-    from course_utils.cli import main as command_line
-
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(EXPERIMENTS)}")
+    device = get_device()
     rows = []
     for configuration, changes in EXPERIMENTS[name].items():
         for seed in seeds:
             folder = run_folder(name, configuration, seed, smoke, runs_root)
             if smoke:  # the smoke subset is already small
                 changes = {k: v for k, v in changes.items() if k != "train_size"}
+            elif minutes is not None:
+                changes = {**changes, "minutes": minutes}
             args = ["train", "--preset", "cpu", "--seed", str(seed), "--out", str(folder),
-                    "--no-progress", *run_flags(changes)]  # fmt: skip
-            args += ["--smoke"] if smoke else [] if minutes is None else ["--minutes", str(minutes)]
-            twin = None if (folder / "metrics.json").is_file() else finished_twin(args, folder)
+                    "--no-progress", *run_flags(changes), *(["--smoke"] if smoke else [])]  # fmt: skip
+            cfg, label = resolve_config("cpu", {**changes, "seed": seed}, device, smoke=smoke)
+            twin = None if (folder / "metrics.json").is_file() else finished_twin(cfg, folder)
+            if twin is None and (folder / SAME_RUN).is_file():  # found as a twin before
+                twin = _same_run(folder)
             if twin is not None:  # the same run was made for another grid: read it
                 print(f"[{name}] {configuration}, seed {seed}: the same run as {twin}, reused")
+                folder.mkdir(parents=True, exist_ok=True)  # where the analyses look for it
+                (folder / SAME_RUN).write_text(json.dumps({"run": os.path.relpath(twin, folder)}))
                 folder = twin
             elif not (folder / "metrics.json").is_file():
                 print(f"[{name}] {configuration}, seed {seed}", flush=True)
-                if command_line(args) != 0:
-                    raise RuntimeError(f"the run {folder} failed: see the messages above")
+                train_and_report(cfg, label, device, out_dir=folder, progress=False,
+                                 command=_command(args))  # fmt: skip
             rows.append(_row(folder, configuration, seed, args))
     table = pd.DataFrame(rows)
     results_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(results_dir / f"{name}{'-smoke' if smoke else ''}.csv", index=False)
     return table
+
+
+#: In a grid's run folder, instead of a run: the folder of the same run made for another grid.
+SAME_RUN = "same-run.json"
+
+
+def _same_run(folder: Path) -> Path | None:
+    """The run a ``same-run.json`` in ``folder`` points to, if it is finished."""
+    target = (folder / json.loads((folder / SAME_RUN).read_text())["run"]).resolve()
+    return target if (target / "metrics.json").is_file() else None
 
 
 def run_folder(
@@ -209,15 +255,10 @@ def run_folder(
     return runs_root / grid / f"{configuration.replace(' ', '_')}-seed{seed}"
 
 
-def finished_twin(args: list[str], folder: Path) -> Path | None:
+def finished_twin(cfg: TrainConfig, folder: Path) -> Path | None:
     """A finished run of the same experiments folder as ``folder``, trained with exactly the
-    configuration that ``args`` give, if one exists (grids share configurations: the
-    regularization grid's label smoothing 0.1 is the schedules grid's one-cycle)."""
-    from course_utils.cli import build_parser, resolve_config
-    from course_utils.config import get_device
-
-    with contextlib.redirect_stdout(io.StringIO()):  # resolve_config may explain its choices
-        cfg, _ = resolve_config(build_parser().parse_args(args), get_device())
+    configuration ``cfg``, if one exists (grids share configurations: the regularization grid's
+    label smoothing 0.1 is the schedules grid's one-cycle)."""
 
     def recipe(config: dict[str, Any]) -> dict[str, Any]:  # threads: each machine chooses its own
         return {k: v for k, v in config.items() if k != "threads"}
@@ -258,9 +299,14 @@ def _row(folder: Path, configuration: str, seed: int, args: list[str]) -> dict[s
             "%Y-%m-%d", time.localtime((folder / "metrics.json").stat().st_mtime)
         ),
         "torch": metrics["torch_version"],
-        # Paths inside the course as the course's own (relative), not as this machine spells them.
-        "command": " ".join(["python -m course_utils", *args]).replace(f"{PROJECT_ROOT}/", ""),
+        "command": _command(args),
     }
+
+
+def _command(args: list[str]) -> str:
+    """The command line of a grid's run, with paths inside the course written as the course's own
+    (relative), not as this machine spells them."""
+    return " ".join(["python -m course_utils", *args]).replace(f"{PROJECT_ROOT}/", "")
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -319,13 +365,17 @@ SELECTION_SPLITS = 200
 def finished_runs(
     grids: Sequence[str], smoke: bool = False, runs_root: Path | None = None
 ) -> list[Path]:
-    """Every finished run folder (one with ``metrics.json``) of the named grids, in grid order."""
+    """Every finished run folder (one with ``metrics.json``) of the named grids, in grid order,
+    following the runs a grid reused from another (``same-run.json``)."""
     folders = []
     for name in grids:
         for configuration in EXPERIMENTS[name]:
             first = run_folder(name, configuration, 0, smoke, runs_root)
-            found = first.parent.glob(first.name.replace("-seed0", "-seed*"))
-            folders += sorted(f for f in found if (f / "metrics.json").is_file())
+            for found in sorted(first.parent.glob(first.name.replace("-seed0", "-seed*"))):
+                if (found / "metrics.json").is_file():
+                    folders.append(found)
+                elif (found / SAME_RUN).is_file() and _same_run(found) is not None:
+                    folders.append(_same_run(found))  # made for another grid
     return folders
 
 
@@ -333,29 +383,32 @@ class _TrainedRun:
     """A finished run folder's best checkpoint, rebuilt, with its test images ready to use."""
 
     def __init__(self, folder: Path, data_dir: Path | None = None) -> None:
-        from course_utils.checkpoints import load_checkpoint
-        from course_utils.data import cifar10_splits, eval_transform
-        from course_utils.training import TrainConfig, build_model
-
-        state = load_checkpoint(folder / "best.pt")
+        self.model, state = model_from_checkpoint(folder / "best.pt")
         self.folder, self.cfg = folder, TrainConfig.from_dict(state["config"])
-        self.model = build_model(self.cfg, len(state["classes"]))
-        self.model.load_state_dict(state["model"])
         self.weights = {k: v.clone() for k, v in self.model.state_dict().items()}
         splits = cifar10_splits(data_dir, self.cfg.val_size, self.cfg.seed, smoke=self.cfg.smoke)
-        images = torch.from_numpy(splits.test.images).permute(0, 3, 1, 2)  # (N, 3, 32, 32) uint8
-        self.images = eval_transform(state["mean"], state["std"])(images)
-        self.labels = torch.from_numpy(splits.test.labels)
+        normalize = eval_transform(state["mean"], state["std"])
+        self.splits = {  # normalized images (N, 3, 32, 32) and labels (N,)
+            name: (normalize(torch.from_numpy(part.images).permute(0, 3, 1, 2)),
+                   torch.from_numpy(part.labels))
+            for name, part in (("test", splits.test), ("validation", splits.val))
+        }  # fmt: skip
+        self.images, self.labels = self.splits["test"]
         self.val_accuracy = float(pd.read_csv(folder / "history.csv")["val_acc"].max())
 
-    def probabilities(self, tta: bool = False, batch_size: int = 1000) -> torch.Tensor:
-        """Softmax ``(N, classes)`` in evaluation mode, through the course's one eval loop."""
-        from course_utils.evaluation import predict
+    def predictions(
+        self, split: str = "test", tta: bool = False, batch_size: int = 1000
+    ) -> Predictions:
+        """``evaluation.Predictions`` on ``split`` ("test" or "validation") in evaluation mode,
+        through the course's one eval loop."""
+        images, labels = self.splits[split]
+        batches = [(images[i : i + batch_size], labels[i : i + batch_size])
+                   for i in range(0, len(labels), batch_size)]  # fmt: skip
+        return predict(self.model, batches, "cpu", self.cfg.channels_last, tta=tta)
 
-        batches = [(self.images[i : i + batch_size], self.labels[i : i + batch_size])
-                   for i in range(0, len(self.labels), batch_size)]  # fmt: skip
-        pred = predict(self.model, batches, "cpu", self.cfg.channels_last, tta=tta)
-        return torch.from_numpy(pred.probs)
+    def probabilities(self, tta: bool = False) -> torch.Tensor:
+        """Softmax ``(N, classes)`` on the test images."""
+        return torch.from_numpy(self.predictions("test", tta).probs)
 
     def accuracy_in_training_mode(self, batch_size: int) -> float:
         """Test accuracy with ``model.eval()`` forgotten: BatchNorm normalizes every batch with
@@ -429,11 +482,39 @@ def selection_table(runs: Sequence[_TrainedRun], splits: int = SELECTION_SPLITS)
     return table
 
 
+def calibration_table(runs: Sequence[_TrainedRun]) -> pd.DataFrame:
+    """Each run's calibration before and after temperature scaling (notebook 09).
+
+    The temperature is fitted on the validation split (``diagnostics.fit_temperature``); the
+    accuracy, expected calibration error (15 equal-width bins) and negative log-likelihood are
+    measured on validation and on test, with the run's own test-time augmentation.
+    """
+    rows = []
+    for run in runs:
+        preds = {split: run.predictions(split, run.cfg.tta) for split in ("validation", "test")}
+        fitted = fit_temperature(preds["validation"].logits, preds["validation"].labels)
+        for (split, pred), (scaled, temperature) in itertools.product(
+            preds.items(), ((False, 1.0), (True, fitted))
+        ):
+            rows.append({
+                "label_smoothing": run.cfg.label_smoothing,
+                "seed": run.cfg.seed,
+                "split": split,
+                "scaled": scaled,
+                "temperature": temperature,
+                "accuracy": pred.accuracy,
+                "ece": expected_calibration_error(pred.logits / temperature, pred.labels),
+                "nll": negative_log_likelihood(pred.logits, pred.labels, temperature),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 #: The analyses: name -> (the grids whose finished runs they evaluate, the function).
 ANALYSES: dict[str, tuple[tuple[str, ...], Callable[[Sequence[_TrainedRun]], pd.DataFrame]]] = {
     "eval-mode": (("preset",), eval_mode_table),
     "ensembles": (("preset",), ensemble_table),
     "test-selection": (("preset", "degradation-cpu"), selection_table),
+    "calibration": (("label-smoothing",), calibration_table),
 }
 
 
@@ -481,8 +562,13 @@ NOTEBOOK_07_TABLES = {
     "test-selection": 8,
     "cpu-recipe": 2,
 }
+#: The same for notebook 09 (diagnostics).
+NOTEBOOK_09_TABLES = {"lr-range-test": 2, "lr-sweep": 2, "calibration": 2}
 #: Tables made by a script rather than by ``python -m course_utils experiment NAME``.
-TABLE_MAKERS = {"cpu-recipe": "python benchmarks/cpu_recipe.py (see benchmarks/README.md)"}
+TABLE_MAKERS = {
+    "cpu-recipe": "python benchmarks/cpu_recipe.py (see benchmarks/README.md)",
+    "lr-range-test": "python benchmarks/lr_range_test.py --seeds 0 1",
+}
 
 
 def seeds_in(table: pd.DataFrame) -> int:
@@ -496,7 +582,7 @@ def seeds_in(table: pd.DataFrame) -> int:
 
 def read_table(name: str, results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
     """The committed table ``results/experiments/NAME.csv``, checked against what notebook 07
-    needs of it (:data:`NOTEBOOK_07_TABLES`). Installed without the tables (``pip install`` on
+    needs of it (:data:`NOTEBOOK_07_TABLES`, :data:`NOTEBOOK_09_TABLES`). Installed without the tables (``pip install`` on
     Colab), it reads the course's own from its repository.
 
     Raises:
@@ -517,10 +603,11 @@ def read_table(name: str, results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
             ) from exc
     else:
         raise FileNotFoundError(f"{path} is missing: `{make}` makes it (see notebook 07).")
-    needed = NOTEBOOK_07_TABLES.get(name, 1)
+    needed = {**NOTEBOOK_07_TABLES, **NOTEBOOK_09_TABLES}.get(name, 1)
     if seeds_in(table) < needed:
         raise ValueError(
-            f"{path} holds {seeds_in(table)} seeds, but notebook 07 relies on at least {needed}: "
+            f"{path} holds {seeds_in(table)} seeds, but notebook "
+            f"{'09' if name in NOTEBOOK_09_TABLES else '07'} relies on at least {needed}: "
             f"run `{make}` with more seeds (--seeds 0 1 ...)."
         )
     return table

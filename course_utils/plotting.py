@@ -6,7 +6,8 @@ Every function builds one matplotlib figure, returns it, and saves it as well wh
 with ``plt.close(fig)``.
 
 Explained alongside the notebooks that use them: 01 (class balance, sample grid), 02 (augmentation),
-05 (learning curves), 06 (confusion matrix, mistakes, t-SNE) and 07 (experiment tables).
+05 (learning curves), 06 (confusion matrix, mistakes, t-SNE), 07 (experiment tables) and 09
+(range test, reliability diagrams, Grad-CAM heat maps).
 """
 
 from __future__ import annotations
@@ -400,4 +401,87 @@ def plot_experiment(
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _finish(fig, save)
+
+
+def plot_range_test(
+    lrs: np.ndarray,
+    losses: np.ndarray,
+    smoothed: np.ndarray,
+    suggestion: float,
+    marks: Mapping[str, float] | None = None,
+    save: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """The learning-rate range test (``diagnostics.lr_range_test``): loss against learning rate
+    (log scale), raw and smoothed, with the lowest smoothed loss, the ``suggestion`` and any other
+    learning rates (``marks``, label -> lr) marked. Explained in notebook 09."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(lrs, losses, color="lightgray", lw=1, label="loss of each batch")
+    ax.plot(lrs, smoothed, color="tab:blue", lw=2, label="smoothed")
+    low = int(np.argmin(smoothed))
+    ax.scatter([lrs[low]], [smoothed[low]], color="tab:red", zorder=3,
+               label=f"lowest smoothed loss (lr {lrs[low]:.2g})")  # fmt: skip
+    ax.axvline(suggestion, color="tab:green", lw=1.5, label=f"suggestion (lr {suggestion:.2g})")
+    for (name, lr), color in zip((marks or {}).items(), ("tab:purple", "tab:orange", "tab:brown")):
+        ax.axvline(lr, color=color, ls="--", lw=1.5, label=f"{name} (lr {lr:g})")
+    top = max(smoothed[0], smoothed[low]) * 1.6  # a diverged loss would squash the rest
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", ylim=(None, top),
+           title="learning-rate range test")  # fmt: skip
+    ax.legend(fontsize=8)
+    return _finish(fig, save)
+
+
+def reliability_diagram(
+    tables: Mapping[str, pd.DataFrame],
+    save: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """One reliability diagram per table of ``diagnostics.reliability_table`` (title -> table):
+    accuracy in each bin of confidence (blue bars), the gap from it to the bin's mean confidence
+    (red hatching: above the bar, overconfident; inside it, underconfident), the diagonal a
+    calibrated model follows, and the share of the images in each bin (gray, right axis).
+    Explained in notebook 09."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 4), squeeze=False)
+    for ax, (title, table) in zip(axes.flat, tables.items()):
+        width = table["upper"] - table["lower"]
+        accuracy, confidence = table["accuracy"].fillna(0), table["confidence"].fillna(0)
+        ax.bar(table["lower"], accuracy, width=width, align="edge", color="tab:blue",
+               edgecolor="white", label="accuracy in the bin")  # fmt: skip
+        ax.bar(table["lower"], confidence - accuracy, bottom=accuracy, width=width, align="edge",
+               fill=False, hatch="//", edgecolor="tab:red", lw=0.5,
+               label="gap to the mean confidence")  # fmt: skip
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+        share = ax.twinx()
+        share.plot(table["lower"] + width / 2, table["count"] / table["count"].sum(), "o-",
+                   color="gray", ms=3, lw=1)  # fmt: skip
+        share.set_ylabel("share of images", color="gray")
+        share.set_ylim(0, 1)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top softmax probability)",
+               ylabel="accuracy", title=title)  # fmt: skip
+        ax.legend(fontsize=7, loc="upper left")
+    return _finish(fig, save)
+
+
+def heatmap_gallery(
+    images: np.ndarray | torch.Tensor,
+    maps: torch.Tensor,
+    titles: Sequence[str],
+    mean: Sequence[float] | None = CIFAR10_MEAN,
+    std: Sequence[float] | None = CIFAR10_STD,
+    ncols: int = 8,
+    save: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """Each image above the same image with its heat map (``maps``: ``(N, H, W)`` in [0, 1] at
+    the images' size) laid over it, titled. Explained in notebook 09 (Grad-CAM)."""
+    shown = _to_display(images, mean, std)
+    ncols = max(1, min(ncols, len(shown)))
+    rows = -(-len(shown) // ncols)
+    fig, axes = plt.subplots(2 * rows, ncols, figsize=(1.5 * ncols, 3.1 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, heat, title) in enumerate(zip(shown, maps, titles)):
+        top, bottom = axes[2 * (i // ncols), i % ncols], axes[2 * (i // ncols) + 1, i % ncols]
+        top.imshow(image)
+        top.set_title(title, fontsize=7)
+        bottom.imshow(image)
+        bottom.imshow(heat.cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1)
     return _finish(fig, save)

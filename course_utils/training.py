@@ -1,10 +1,9 @@
-"""Training: the configuration, the loop, early stopping and ``fit``.
+"""Training: the optimizer, the schedule, the loop, early stopping and ``fit``.
 
 Everything notebook 05 teaches lives here, written as plain functions a student can read top to
-bottom:
+bottom (the run's settings, :class:`~course_utils.config.TrainConfig` and the presets, live in
+:mod:`course_utils.config`):
 
-- :class:`TrainConfig`, every hyperparameter of a run in one dataclass (with units and help), and
-  :data:`PRESETS`, the named recipes (``full`` for a GPU, ``cpu`` for a laptop);
 - :func:`build_optimizer` and :func:`build_scheduler` (which says whether its scheduler steps after
   every *batch* or after every *epoch*: getting that wrong is a classic bug);
 - :func:`train_one_epoch` and :func:`evaluate`, the loop itself;
@@ -45,15 +44,17 @@ from course_utils.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from course_utils.config import DEFAULT_SEED, SMOKE, autocast_dtype, rng_states, set_rng_states
-from course_utils.data import (
-    CIFAR10_CLASSES,
-    CROP_PADDING,
-    NORMALIZATIONS,
-    TRAIN_SIZE,
-    VAL_SIZE,
-    set_loader_epoch,
+from course_utils.config import (  # PRESETS, ConfigError, smoke_config: importable from here too
+    MONITOR_MODES,
+    PRESETS,  # noqa: F401
+    ConfigError,  # noqa: F401
+    TrainConfig,
+    autocast_dtype,
+    rng_states,
+    set_rng_states,
+    smoke_config,  # noqa: F401
 )
+from course_utils.data import CIFAR10_CLASSES, set_loader_epoch
 from course_utils.distributed import (
     barrier,
     broadcast_buffers,
@@ -66,9 +67,6 @@ from course_utils.distributed import (
 )
 from course_utils.evaluation import predict
 from course_utils.models import (
-    CIFAR_SHORTCUTS,
-    RESNET_SPECS,
-    STEMS,
     cifar_resnet,
     model_architecture,
     resnet,
@@ -77,14 +75,6 @@ from course_utils.models import (
 )
 from course_utils.transfer import freeze_backbone, init_from, parameter_groups
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("onecycle", "linear", "cosine", "multistep", "step", "cyclic", "warmup_cosine", "none")
-#: Schedules whose scheduler counts batches (the others count epochs).
-PER_BATCH_SCHEDULES = ("onecycle", "linear", "cyclic", "warmup_cosine")
-LOADERS = ("auto", "tensor", "torch")
-ARCHS = ("resnet", "cifar_resnet")
-#: What early stopping and the best checkpoint can watch, and which direction is better.
-MONITOR_MODES = {"val_acc": "max", "val_loss": "min"}
 #: Columns of the history table, one row per epoch.
 HISTORY_COLUMNS = (
     "epoch",
@@ -111,342 +101,6 @@ THREADS_TIMED_STEPS = 2
 SLOWDOWN_WARNING = 3.0
 
 
-# --------------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------------
-
-
-class ConfigError(ValueError):
-    """A :class:`TrainConfig` field has a value it cannot take. ``field`` names it."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field_name
-
-
-def setting(
-    default: Any,
-    help: str,
-    choices: Sequence[Any] | None = None,
-    valid: tuple[Callable[[Any], bool], str] | None = None,
-) -> Any:
-    """A :class:`TrainConfig` field with its one help text, and the values it may take.
-
-    The command line (``python -m course_utils train --help``) is generated from these, so a
-    setting is described once. ``valid`` is ``(check, "what the check wants")``.
-    """
-    return field(default=default, metadata={"help": help, "choices": choices, "valid": valid})
-
-
-POSITIVE = (lambda v: v > 0, "a number > 0")
-AT_LEAST_1 = (lambda v: v >= 1, "an integer >= 1")
-NOT_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
-FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
-OPEN_FRACTION = (lambda v: 0 < v < 1, "a number in (0, 1)")
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run, with its unit. Saved inside each checkpoint.
-
-    The defaults are a sound starting point for ResNet-18 on CIFAR-10; :data:`PRESETS` holds the
-    tuned recipes. An invalid value raises :class:`ConfigError` naming the field. Explained in
-    notebook 05.
-    """
-
-    # Model
-    arch: str = setting(
-        "resnet",
-        "'resnet': the ImageNet family; 'cifar_resnet': the paper's CIFAR nets",
-        choices=ARCHS,
-    )
-    depth: int = setting(18, "resnet: 18, 34, 50, 101, 152; cifar_resnet: 6n+2 (20, 32, 56, ...)")
-    shortcut: str = setting(
-        "B", "A: zero-padding identity; B: projection where shapes change; none: plain",
-        choices=CIFAR_SHORTCUTS,
-    )  # fmt: skip
-    width: int = setting(
-        64, "channels of the first stage (64: the usual ResNet-18)", valid=AT_LEAST_1
-    )
-    stem: str = setting(
-        "cifar", "'cifar': 3x3 conv; 'imagenet': 7x7 conv + max-pool", choices=STEMS
-    )
-    zero_init_residual: bool = setting(
-        False, "start every block as the identity (Goyal et al. 2017)"
-    )
-    whiten_stem: bool = setting(
-        False, "start the first convolution from the principal components of image patches"
-    )
-    # Transfer learning (notebook 08): start from trained weights, with a new head
-    init: str = setting(
-        "scratch",
-        "'scratch' (random weights), 'imagenet' (torchvision's), a shipped checkpoint's name, "
-        "a checkpoint file, or a URL#sha256=HEX",
-    )
-    freeze_backbone: bool = setting(
-        False, "linear probe: train only the head; the backbone and its BatchNorm stay as loaded"
-    )
-    backbone_lr: float = setting(
-        1.0, "the backbone's learning rate as a fraction of lr (fine-tuning: e.g. 0.1)",
-        valid=POSITIVE,
-    )  # fmt: skip
-    # Data
-    val_size: int = setting(
-        VAL_SIZE, "images held out of the 50,000 for validation", valid=AT_LEAST_1
-    )
-    train_size: int | None = setting(
-        None, "train on only this many of the training images, a stratified subset (default: all)",
-        valid=AT_LEAST_1,
-    )  # fmt: skip
-    normalization: str = setting(
-        "dataset",
-        "input statistics: the training images' own, or a common mistake (see data.NORMALIZATIONS)",
-        choices=NORMALIZATIONS,
-    )
-    smoke: bool = setting(False, "use the small smoke subset (sizes in config.SMOKE)")
-    batch_size: int = setting(128, "training images per optimizer step", valid=AT_LEAST_1)
-    eval_batch_size: int = setting(500, "images per batch when evaluating", valid=AT_LEAST_1)
-    crop_padding: int = setting(
-        CROP_PADDING, "pixels of zero padding around an image before its random crop (tensor loader)",
-        valid=NOT_NEGATIVE,
-    )  # fmt: skip
-    alternate_flip: bool = setting(
-        False, "flip each image in every other epoch, not at random (tensor loader)"
-    )
-    rotation: float = setting(
-        0.0,
-        "max random rotation in degrees (0: crop + flip only)",
-        valid=(lambda v: 0 <= v <= 180, "degrees in [0, 180]"),
-    )
-    loader: str = setting(
-        "auto", "'tensor': batched augmentation on the device; 'torch': DataLoader", choices=LOADERS
-    )
-    num_workers: int | None = setting(
-        None, "DataLoader worker processes (default: config's choice)", valid=NOT_NEGATIVE
-    )
-    # Optimization
-    epochs: int = setting(30, "passes over the training split", valid=AT_LEAST_1)
-    steps: int | None = setting(
-        None, "optimizer steps in all, if fewer than epochs x batches: the last epoch stops early "
-        "(a time budget sets it)", valid=AT_LEAST_1,
-    )  # fmt: skip
-    optimizer: str = setting("sgd", "'sgd' (with momentum) or 'adam'", choices=OPTIMIZERS)
-    lr: float = setting(0.1, "learning rate (the peak for onecycle)", valid=POSITIVE)
-    momentum: float = setting(0.9, "SGD momentum", valid=FRACTION)
-    nesterov: bool = setting(True, "Nesterov momentum for SGD")
-    weight_decay: float = setting(
-        5e-4, "L2 penalty, multiplied by the lr each step", valid=NOT_NEGATIVE
-    )
-    bn_bias_lr: float = setting(
-        1.0, "BatchNorm shifts learn this many times faster, with weight decay this many times "
-        "smaller (airbench: 64)", valid=POSITIVE,
-    )  # fmt: skip
-    freeze_bn_scale: bool = setting(False, "keep every BatchNorm scale at 1 (not trained)")
-    label_smoothing: float = setting(
-        0.0, "probability mass spread over all classes", valid=FRACTION
-    )
-    mixup: float = setting(
-        0.0, "mixup: blend image pairs, weight ~ Beta(a, a); a here (0: off)", valid=NOT_NEGATIVE
-    )
-    cutmix: float = setting(
-        0.0,
-        "CutMix: paste a patch of another image, area ~ Beta(a, a) (0: off)",
-        valid=NOT_NEGATIVE,
-    )
-    ema: float = setting(
-        0.0, "decay of a moving average of the weights used to validate and test (0: off)",
-        valid=FRACTION,
-    )  # fmt: skip
-    lookahead: int = setting(
-        0, "every this many steps, copy the weight average (--ema) back into the network "
-        "(Lookahead; 0: never)", valid=NOT_NEGATIVE,
-    )  # fmt: skip
-    tta: bool = setting(False, "validate and test on each image and its mirror, averaged")
-    minutes: float | None = setting(
-        None,
-        "time budget: measure this machine, then choose the epochs to fit (0: none, use --epochs)",
-        valid=NOT_NEGATIVE,
-    )
-    # Learning-rate schedule
-    schedule: str = setting(
-        "onecycle", "the learning-rate schedule (see build_scheduler)", choices=SCHEDULES
-    )
-    warmup: float = setting(
-        0.25, "onecycle, linear, warmup_cosine: fraction of all steps spent warming up",
-        valid=OPEN_FRACTION,
-    )
-    div_factor: float = setting(
-        25.0, "onecycle, linear, cyclic, warmup_cosine: the starting lr is lr / this",
-        valid=POSITIVE,
-    )
-    final_div_factor: float = setting(
-        1e4, "onecycle, linear: the final lr is the starting lr / this", valid=POSITIVE
-    )
-    min_lr: float = setting(
-        0.0, "cosine, warmup_cosine: the lr reached at the end", valid=NOT_NEGATIVE
-    )
-    milestones: tuple[int, ...] = setting((15, 25), "multistep: epochs after which lr *= gamma")
-    step_size: int = setting(10, "step: epochs between two decays", valid=AT_LEAST_1)
-    gamma: float = setting(0.1, "multistep/step: factor applied at each decay", valid=OPEN_FRACTION)
-    cycle_epochs: float = setting(4.0, "cyclic: epochs per up-and-down cycle", valid=POSITIVE)
-    # Early stopping and the best checkpoint (on the validation split, never the test set)
-    monitor: str = setting(
-        "val_acc", "metric for early stopping and best.pt", choices=tuple(MONITOR_MODES)
-    )
-    patience: int | None = setting(
-        10, "epochs without improvement before stopping (none: never)", valid=AT_LEAST_1
-    )
-    min_delta: float = setting(
-        0.0, "smallest change that counts as an improvement", valid=NOT_NEGATIVE
-    )
-    # Speed and reproducibility
-    channels_last: bool = setting(True, "NHWC memory layout: faster convolutions")
-    threads: int = setting(
-        0,
-        "CPU threads for PyTorch (0: time a few steps at the start and keep the fastest count)",
-        valid=NOT_NEGATIVE,
-    )
-    amp: bool = setting(False, "mixed precision: float16 on CUDA, bfloat16 on the CPU")
-    sync_bn: bool = setting(
-        False, "torchrun: BatchNorm statistics over the global batch, not each process's share"
-    )
-    seed: int = setting(DEFAULT_SEED, "seeds the split, the weights, the shuffles and augmentation")
-
-    def __post_init__(self) -> None:
-        self.milestones = tuple(int(m) for m in self.milestones)
-        for f in dataclasses.fields(self):
-            value, choices, valid = (
-                getattr(self, f.name),
-                f.metadata["choices"],
-                f.metadata["valid"],
-            )
-            if choices is not None and value not in choices:
-                raise ConfigError(f.name, f"{f.name} must be one of {list(choices)}, got {value!r}")
-            if valid is not None and value is not None and not valid[0](value):
-                raise ConfigError(f.name, f"{f.name} must be {valid[1]}, got {value!r}")
-        if self.arch == "resnet" and self.depth not in RESNET_SPECS:
-            raise ConfigError(
-                "depth", f"depth must be one of {sorted(RESNET_SPECS)}, got {self.depth!r}"
-            )
-        if self.arch == "resnet" and self.shortcut == "A":
-            raise ConfigError("shortcut", "shortcut A (zero padding) is for arch cifar_resnet")
-        if self.arch == "cifar_resnet" and (self.depth < 8 or (self.depth - 2) % 6):
-            raise ConfigError(
-                "depth", f"cifar_resnet depth must be 6n+2 (20, 32, ...), got {self.depth}"
-            )
-        smoke_train = SMOKE.train_per_class * len(CIFAR10_CLASSES)
-        available = smoke_train if self.smoke else TRAIN_SIZE - self.val_size
-        if self.train_size is not None and self.train_size > available:
-            where = "in smoke mode" if self.smoke else f"after {self.val_size} are held out"
-            raise ConfigError(
-                "train_size", f"train_size must be at most the {available} training images "
-                f"there are {where}, got {self.train_size}",
-            )  # fmt: skip
-        if any(m < 1 for m in self.milestones):
-            raise ConfigError(
-                "milestones", f"milestones must be epochs >= 1, got {self.milestones}"
-            )
-        network = (self.arch, self.stem, self.width, self.shortcut)
-        if self.init == "imagenet" and network != ("resnet", "imagenet", 64, "B"):  # torchvision's
-            raise ConfigError(
-                "init", "init 'imagenet' loads torchvision's ImageNet ResNet, which needs "
-                "--stem imagenet --width 64 (and the default --arch resnet --shortcut B)",
-            )  # fmt: skip
-        if self.lookahead and not self.ema:
-            raise ConfigError("lookahead", "lookahead copies the weight average back: set --ema")
-        if self.freeze_backbone and self.sync_bn:
-            raise ConfigError(
-                "sync_bn",
-                "a frozen backbone's BatchNorm uses its stored statistics: drop --sync-bn",
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as plain Python values (lists, numbers, strings), for JSON and
-        checkpoints that ``torch.load(weights_only=True)`` can read."""
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Rebuild a configuration saved with :meth:`to_dict`; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def per_process_batch_size(self, world_size: int) -> int:
-        """``batch_size`` is the global batch: under torchrun, each of the ``world_size``
-        processes loads an equal share of it. Raises :class:`ConfigError` if it does not divide."""
-        if self.batch_size % world_size:
-            below = max(world_size, self.batch_size - self.batch_size % world_size)
-            raise ConfigError(
-                "batch_size",
-                f"batch_size {self.batch_size} is the global batch, shared equally by the "
-                f"{world_size} processes torchrun started, so it must divide by {world_size}: "
-                f"use --batch-size {below} or {below + world_size}, for example.",
-            )
-        return self.batch_size // world_size
-
-
-#: The named training recipes, in one place. ``python -m course_utils train --preset NAME`` runs
-#: one; command-line flags override single fields. Both schedules (one-cycle, linear) reach their
-#: small learning rates only at the end: validation accuracy can stall mid-run and then climb, so
-#: early stopping is off (``patience=None``) and the best checkpoint is still chosen on validation.
-#: Where each choice comes from, and what it measured: benchmarks/README.md, "Presets".
-PRESETS: dict[str, TrainConfig] = {
-    # The GPU recipe: the usual ResNet-18 (width 64, CIFAR stem), batch 512, one-cycle to lr 0.4,
-    # label smoothing 0.1, mixed precision. Not yet measured on a GPU in this repository.
-    "full": TrainConfig(
-        width=64,
-        epochs=30,
-        batch_size=512,
-        lr=0.4,
-        schedule="onecycle",
-        warmup=0.25,
-        label_smoothing=0.1,
-        patience=None,
-        amp=True,
-        channels_last=True,
-    ),
-    # The CPU recipe: a narrow ResNet-18 (width 16, 0.7 M parameters), and as many steps as fit in
-    # 15 minutes on the machine that runs it (measured at the start, and held to while it runs; see
-    # course_utils.budget and Pacer). Chosen by 5-minute screens, one lever at a time, against an
-    # anchor recipe on the same machine: results/experiments/cpu-recipe.csv, benchmarks/README.md.
-    "cpu": TrainConfig(
-        width=16,
-        minutes=15,
-        epochs=14,  # replaced by the steps that fit in the budget
-        batch_size=128,
-        lr=0.2,
-        schedule="linear",  # can be shortened or lengthened mid-run to end on time
-        warmup=0.23,
-        div_factor=5.0,  # from lr 0.04 up to 0.2 ...
-        final_div_factor=14.0,  # ... and down to about 0.003
-        label_smoothing=0.2,
-        tta=True,
-        patience=None,
-        amp=False,
-        channels_last=True,
-        num_workers=0,  # (DataLoader path only) a worker process would take one of the 2 cores
-    ),
-}
-
-
-def smoke_config(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` shrunk to the smoke-mode sizes of ``config.SMOKE`` (a copy; ``cfg`` is unchanged)."""
-    return dataclasses.replace(
-        cfg,
-        smoke=True,
-        epochs=SMOKE.epochs,
-        batch_size=SMOKE.batch_size,
-        width=SMOKE.width,
-        num_workers=SMOKE.num_workers,
-        minutes=None,  # a fixed number of epochs: smoke runs check the code path, not the clock
-    )
-
-
 def build_model(cfg: TrainConfig, num_classes: int = len(CIFAR10_CLASSES)) -> nn.Module:
     """The network ``cfg`` describes: a ResNet of the ImageNet family (depth, width, stem), or one
     of the paper's CIFAR ResNets (``arch="cifar_resnet"``), freshly initialised; with ``cfg.init``,
@@ -469,6 +123,20 @@ def build_model(cfg: TrainConfig, num_classes: int = len(CIFAR10_CLASSES)) -> nn
             if isinstance(module, nn.BatchNorm2d):
                 module.weight.requires_grad_(False)
     return freeze_backbone(model) if cfg.freeze_backbone else model
+
+
+def model_from_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network a checkpoint describes, rebuilt from its saved configuration and loaded with
+    its weights once the architecture check passes; and the checkpoint itself (its classes,
+    normalization statistics, configuration). The network is built without its ``init`` (the
+    checkpoint's own weights replace any pretrained ones). Explained in notebook 06."""
+    state = load_checkpoint(path)
+    cfg = dataclasses.replace(TrainConfig.from_dict(state["config"]), init="scratch")
+    model = build_model(cfg, num_classes=len(state["classes"]))
+    load_checkpoint(path, model, map_location=map_location)  # checks the architecture first
+    return model, state
 
 
 # --------------------------------------------------------------------------------------------------

@@ -36,9 +36,9 @@ from torch import nn
 from course_utils.checkpoints import (
     ArchitectureMismatchError,
     CheckpointError,
-    _state_dict_differences,  # package-internal: the one way the course compares state dicts
     load_checkpoint,
     save_checkpoint,
+    state_dict_differences,  # the one way the course compares state dicts
 )
 from course_utils.config import PROJECT_ROOT, REPOSITORY
 from course_utils.data import CIFAR10Arrays
@@ -377,7 +377,7 @@ def load_backbone(
             f"{describe_architecture(current)}: build the model with the same depth, width and "
             f"stem (only the number of classes may differ)."
         )
-    differences = _state_dict_differences(_backbone(state), _backbone(model.state_dict()))
+    differences = state_dict_differences(_backbone(state), _backbone(model.state_dict()))
     if differences:
         raise ArchitectureMismatchError(
             f"{source} does not fit {describe_architecture(current)}: {differences}. For "

@@ -151,7 +151,7 @@ def test_every_setting_has_one_flag_with_its_help():
     line, and its help text is the one written beside the field."""
     import dataclasses
 
-    from course_utils.cli import flag_name
+    from course_utils.config import flag_name
 
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]  # the `train` subcommand
@@ -200,16 +200,16 @@ def test_bad_values_are_rejected_before_any_work(
 
 
 def test_cpu_mixed_precision_follows_native_bfloat16(monkeypatch: pytest.MonkeyPatch, capsys):
-    from course_utils import cli
+    from course_utils import run
 
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
     cpu = torch.device("cpu")
-    monkeypatch.setattr(cli, "cpu_has_native_bfloat16", lambda: True)
+    monkeypatch.setattr(run, "cpu_has_native_bfloat16", lambda: True)
     cfg, _ = resolve_config(build_parser().parse_args(["train", "--preset", "cpu"]), cpu)
     assert cfg.amp and "has native bfloat16" in capsys.readouterr().out
     args = build_parser().parse_args(["train", "--preset", "cpu", "--no-amp"])
     assert not resolve_config(args, cpu)[0].amp  # the user's word wins
-    monkeypatch.setattr(cli, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(run, "cpu_has_native_bfloat16", lambda: False)
     assert not resolve_config(build_parser().parse_args(["train", "--preset", "full"]), cpu)[0].amp
     assert PRESETS["full"].amp  # on a GPU the preset keeps float16
 
@@ -234,7 +234,7 @@ def test_minutes_zero_means_no_budget(
 ):
     """`--minutes 0` turns the cpu preset's budget off: the run trains for --epochs (the
     experiments compare networks at equal epochs this way)."""
-    from course_utils import cli
+    from course_utils import cli, run
 
     class Fit(Exception):
         """fit() was reached."""
@@ -247,8 +247,8 @@ def test_minutes_zero_means_no_budget(
 
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
     monkeypatch.setenv("COURSE_DATA_DIR", str(cifar_root))
-    monkeypatch.setattr(cli, "fit_to_budget", budget)
-    monkeypatch.setattr(cli, "fit", fit)
+    monkeypatch.setattr(run, "fit_to_budget", budget)
+    monkeypatch.setattr(run, "fit", fit)
     flags = ["train", "--preset", "cpu", "--epochs", "3", "--out", str(tmp_path / "run")]
     args = build_parser().parse_args([*flags, "--minutes", "0"])
     with pytest.raises(Fit, match="3"):  # straight to training, for the epochs given

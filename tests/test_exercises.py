@@ -15,7 +15,7 @@ from course_utils.exercises import (
     check_exercise,
     results_match,
 )
-from course_utils.exercises.core import _forbid
+from course_utils.exercises.core import forbid
 
 
 def test_results_match_against_numpy_and_torch():
@@ -76,7 +76,7 @@ def test_forbidden_reference_is_trapped_and_restored():
     namespace = {"alias": original}
     exec("def student():\n    return alias()", namespace)  # noqa: S102
     try:
-        with _forbid(namespace["student"], [(owner, "reference")], "no peeking"):
+        with forbid(namespace["student"], [(owner, "reference")], "no peeking"):
             namespace["student"]()
     except E.Wrong as wrong:
         assert str(wrong) == "no peeking"

@@ -18,6 +18,7 @@ from course_utils.data import cifar10_splits
 from course_utils.experiments import (
     ANALYSES,
     NOTEBOOK_07_TABLES,
+    NOTEBOOK_09_TABLES,
     RESULTS_DIR,
     finished_runs,
     read_table,
@@ -61,15 +62,17 @@ def test_a_configuration_two_grids_share_is_run_once(
 
     monkeypatch.delenv("COURSE_SMOKE", raising=False)  # full-size runs, as the grids make them
 
-    def args(grid: str, configuration: str, seed: int) -> tuple[list[str], Path]:
+    def args(grid: str, configuration: str, seed: int) -> tuple[TrainConfig, Path]:
+        """The configuration the command line gives the run, and the run's folder."""
         folder = experiments.run_folder(grid, configuration, seed, runs_root=tmp_path)
         changes = experiments.EXPERIMENTS[grid][configuration]
         flags = ["train", "--preset", "cpu", "--seed", str(seed), "--out", str(folder)]
-        return flags + run_flags(changes), folder
+        cfg, _ = resolve_config(build_parser().parse_args(flags + run_flags(changes)), cpu)
+        return cfg, folder
 
-    first, folder = args("regularization", "label smoothing 0.1", 0)
+    cpu = torch.device("cpu")
+    cfg, folder = args("regularization", "label smoothing 0.1", 0)
     folder.mkdir(parents=True)
-    cfg, _ = resolve_config(build_parser().parse_args(first), torch.device("cpu"))
     (folder / "metrics.json").write_text(json.dumps({"config": cfg.to_dict()}))
     assert experiments.finished_twin(*args("schedules", "one-cycle", 0)) == folder
     assert experiments.finished_twin(*args("schedules", "one-cycle", 1)) is None  # other seed
@@ -136,7 +139,7 @@ def test_the_analyses_evaluate_finished_runs_again(
     with pytest.raises(FileNotFoundError, match="python -m course_utils experiment tiny --smoke"):
         run_analysis("ensembles", smoke=True, runs_root=runs, results_dir=results)
     # float32 throughout, on CPUs with bfloat16 too, to compare with the float32 reference below
-    monkeypatch.setattr("course_utils.cli.cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr("course_utils.run.cpu_has_native_bfloat16", lambda: False)
     run_experiment("tiny", [0, 1], smoke=True, runs_root=runs, results_dir=results)
     folders = finished_runs(["tiny"], smoke=True, runs_root=runs)
     assert [f.name for f in folders] == ["resnet-8-seed0", "resnet-8-seed1"]
@@ -198,6 +201,20 @@ def test_every_table_notebook_07_reads_is_committed_with_enough_seeds():
         assert table["machine"].notna().all() and table["date"].notna().all(), name
         assert not table["command"].str.contains("--smoke").any(), f"{name}: a smoke table"
     assert (RESULTS_DIR / "degradation-cpu.csv").is_file()
+
+
+def test_every_table_notebook_09_reads_is_committed_with_enough_seeds():
+    notebook = (experiments.PROJECT_ROOT / "notebooks" / "09_diagnostics.py").read_text()
+    assert set(re.findall(r'read_table\("([^"]+)"\)', notebook)) == set(NOTEBOOK_09_TABLES)
+    for name, needed in NOTEBOOK_09_TABLES.items():
+        table = read_table(name)
+        assert seeds_in(table) >= needed
+        command = r"^python (?:-m course_utils |benchmarks/lr_range_test\.py )"
+        assert table["command"].str.contains(command).all(), name
+        assert table["machine"].notna().all() and table["date"].notna().all(), name
+        assert not table["command"].str.contains("--smoke").any(), f"{name}: a smoke table"
+    calibration = read_table("calibration")  # two runs that differ only in label smoothing
+    assert sorted(calibration["label_smoothing"].unique()) == [0.0, 0.2]
 
 
 def test_installed_without_tables_read_table_fetches_the_courses_own(

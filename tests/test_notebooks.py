@@ -31,9 +31,8 @@ def _ids(paths: list[Path]) -> list[str]:
     return [p.stem for p in paths]
 
 
-#: The numbered notebooks: the core sequence 00-06 and the labs after it. 07, the experiments lab,
-#: is not written yet (it needs the committed experiment tables).
-NOTEBOOK_NUMBERS = [f"{i:02d}" for i in range(9)]
+#: The numbered notebooks: the core sequence 00-06 and the labs after it (07-09).
+NOTEBOOK_NUMBERS = [f"{i:02d}" for i in range(10)]
 
 
 def test_numbered_notebooks():

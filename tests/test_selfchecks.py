@@ -8,6 +8,7 @@ given beside it, and the check must return the reference result so that the note
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ def solution(notebook: str, name: str) -> Any:
             "np": np,
             "torch": torch,
             "nn": nn,
+            "F": torch.nn.functional,
             "Sequence": Sequence,
             "BasicBlock": BasicBlock,
             "Bottleneck": Bottleneck,
@@ -1065,6 +1067,143 @@ def test_mean_and_spread_rejects(wrong, capsys):
 
 
 # --------------------------------------------------------------------------------------------------
+# Notebook 09: the calibration error, the temperature, a Grad-CAM map
+# --------------------------------------------------------------------------------------------------
+
+_CAL_RNG = np.random.default_rng(9)
+CONFIDENCES = np.concatenate([_CAL_RNG.uniform(0.1, 1.0, 300), np.ones(20)])  # with exact 1.0s
+CORRECT = _CAL_RNG.uniform(size=320) < CONFIDENCES ** 2  # overconfident at mid confidences
+
+
+def _bins(conf, n_bins, closed_right=True):
+    if closed_right:
+        return np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    return np.floor(conf * n_bins).astype(int)  # [lower, upper): 1.0 falls out of the last bin
+
+
+def _ece_variant(conf, right, n_bins, signed=False, weighted=True, closed_right=True):
+    which = _bins(conf, n_bins, closed_right)
+    gaps, weights = [], []
+    for m in range(n_bins):
+        inside = which == m
+        if inside.any():
+            gap = right[inside].mean() - conf[inside].mean()
+            gaps.append(gap if signed else abs(gap))
+            weights.append(inside.mean() if weighted else 1 / n_bins)
+    return float(np.dot(gaps, weights) if weighted else np.mean(gaps))
+
+
+def _ece_with_nan(conf, right, n_bins):
+    which = _bins(conf, n_bins)
+    with warnings.catch_warnings():  # the mean of an empty bin: the mistake being made
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(sum((which == m).mean() * abs(np.mean(right[which == m])
+                                                   - np.mean(conf[which == m]))
+                         for m in range(n_bins)))  # fmt: skip
+
+
+ECE_WRONG = {
+    "1.0 dropped ([lower, upper) bins)": (
+        lambda c, r, n: _ece_variant(c, r, n, closed_right=False), "exactly 1.0"),
+    "bins weighted equally": (lambda c, r, n: _ece_variant(c, r, n, weighted=False), "share"),
+    "signed gaps": (lambda c, r, n: _ece_variant(c, r, n, signed=True), "within each bin"),
+    "one bin for all": (lambda c, r, n: abs(r.mean() - c.mean()), "within each bin"),
+    "NaN from empty bins": (_ece_with_nan, "NaN"),
+    "course_utils' ECE": (
+        lambda c, r, n: __import__("course_utils.diagnostics").diagnostics
+        .expected_calibration_error(np.log(np.stack([c, 1 - c + 1e-12], 1)), np.where(r, 0, 1), n),
+        "course_utils' ECE",
+    ),
+}
+
+
+def test_ece_accepts_the_solution(capsys):
+    got = E.check_ece(solution("09", "my_ece"), CONFIDENCES, CORRECT, 15)
+    assert_correct(capsys, "expected calibration error")
+    assert got == pytest.approx(_ece_variant(CONFIDENCES, CORRECT, 15))
+
+
+@pytest.mark.parametrize("wrong", ECE_WRONG, ids=list(ECE_WRONG))
+def test_ece_rejects(wrong, capsys):
+    answer, phrase = ECE_WRONG[wrong]
+    got = E.check_ece(answer, CONFIDENCES, CORRECT, 15)
+    assert_rejected(capsys, "expected calibration error", phrase)
+    assert got == pytest.approx(_ece_variant(CONFIDENCES, CORRECT, 15))  # the reference
+
+
+_Z = torch.from_numpy(np.random.default_rng(3).normal(size=(500, 10)) * 2)
+_Y = torch.multinomial(torch.softmax(_Z, 1), 1, generator=torch.Generator().manual_seed(3))[:, 0]
+LOGITS = 2.5 * _Z  # overconfident: the best temperature is near 2.5
+
+
+def _grid_temperature(logits, labels, grid):
+    nll = [torch.nn.functional.cross_entropy(logits / t, labels).item() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+TEMPERATURE_WRONG = {
+    "the inverse": (lambda z, y: 1 / solution("09", "my_temperature")(z, y), "inverse"),
+    "a coarse grid": (lambda z, y: _grid_temperature(z, y, np.array([0.5, 1.0, 2.0, 4.0])),
+                      "negative log-likelihood"),
+    "always 1": (lambda z, y: 1.0, "negative log-likelihood"),
+    "negative": (lambda z, y: -solution("09", "my_temperature")(z, y), "positive"),
+    "course_utils' fit_temperature": (
+        lambda z, y: __import__("course_utils.diagnostics").diagnostics.fit_temperature(
+            z.numpy(), y.numpy()), "fit_temperature"),
+}
+
+
+def test_temperature_accepts_the_solution(capsys):
+    got = E.check_temperature(solution("09", "my_temperature"), LOGITS, _Y)
+    assert_correct(capsys, "temperature scaling")
+    assert got == pytest.approx(2.5, rel=0.15)
+
+
+@pytest.mark.parametrize("wrong", TEMPERATURE_WRONG, ids=list(TEMPERATURE_WRONG))
+def test_temperature_rejects(wrong, capsys):
+    answer, phrase = TEMPERATURE_WRONG[wrong]
+    got = E.check_temperature(answer, LOGITS, _Y)
+    assert_rejected(capsys, "temperature scaling", phrase)
+    assert got == pytest.approx(2.5, rel=0.15)  # the reference
+
+
+_CAM_GEN = torch.Generator().manual_seed(5)
+CAM_A = torch.relu(torch.randn(8, 4, 4, generator=_CAM_GEN))
+CAM_G = torch.randn(8, 4, 4, generator=_CAM_GEN)
+
+
+def _weights(g):
+    return g.mean(dim=(1, 2))[:, None, None]
+
+
+CAM_WRONG = {
+    "no ReLU": (lambda a, g: (_weights(g) * a).sum(0), "negative values"),
+    "weights summed": (lambda a, g: torch.relu((g.sum(dim=(1, 2))[:, None, None] * a).sum(0)),
+                       "*mean*"),
+    "gradient x activation": (lambda a, g: torch.relu((g * a).sum(0)), "averages each channel"),
+    "scaled to [0, 1]": (
+        lambda a, g: (m := torch.relu((_weights(g) * a).sum(0))) / m.max(), "scaled to [0, 1]"),
+    "channels not summed": (lambda a, g: torch.relu(_weights(g) * a), "one value per position"),
+    "weights from the activations": (
+        lambda a, g: torch.relu((a.mean(dim=(1, 2))[:, None, None] * a).sum(0)), "differs"),
+}
+
+
+def test_grad_cam_map_accepts_the_solution(capsys):
+    got = E.check_grad_cam_map(solution("09", "my_grad_cam_map"), CAM_A, CAM_G)
+    assert_correct(capsys, "Grad-CAM map")
+    assert torch.allclose(got, torch.relu((_weights(CAM_G) * CAM_A).sum(0)).double())
+
+
+@pytest.mark.parametrize("wrong", CAM_WRONG, ids=list(CAM_WRONG))
+def test_grad_cam_map_rejects(wrong, capsys):
+    answer, phrase = CAM_WRONG[wrong]
+    got = E.check_grad_cam_map(answer, CAM_A, CAM_G)
+    assert_rejected(capsys, "Grad-CAM map", phrase)
+    assert torch.allclose(got, torch.relu((_weights(CAM_G) * CAM_A).sum(0)))  # the reference
+
+
+# --------------------------------------------------------------------------------------------------
 # The shared machinery
 # --------------------------------------------------------------------------------------------------
 
@@ -1097,6 +1236,9 @@ def test_every_check_says_not_solved_for_the_placeholder(capsys):
             not_solved, CM
         ),
         "mean and spread": lambda: E.check_mean_and_spread(not_solved, SEED_ACCURACIES),
+        "expected calibration error": lambda: E.check_ece(not_solved, CONFIDENCES, CORRECT, 15),
+        "temperature scaling": lambda: E.check_temperature(not_solved, LOGITS, _Y),
+        "Grad-CAM map": lambda: E.check_grad_cam_map(not_solved, CAM_A, CAM_G),
     }
     for name, call in calls.items():
         call()

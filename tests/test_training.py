@@ -47,6 +47,7 @@ from course_utils.training import (
     evaluate,
     fit,
     learning_rates,
+    model_from_checkpoint,
     pick_threads,
     smoke_config,
     thread_candidates,
@@ -405,6 +406,29 @@ def test_interrupted_save_keeps_the_previous_checkpoint(
     state = load_checkpoint(path)
     assert state["epoch"] == 1 and torch.equal(state["weights"], torch.arange(5.0))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temporary file is gone
+
+
+def test_model_from_checkpoint_rebuilds_the_saved_network(tmp_path: Path):
+    cfg = dataclasses.replace(PRESETS["cpu"], width=8, depth=34)
+    original = build_model(cfg, num_classes=4)
+    path = save_checkpoint(
+        tmp_path / "best.pt", model=original.state_dict(), config=cfg.to_dict(),
+        architecture=model_architecture(original), classes=["a", "b", "c", "d"],
+    )  # fmt: skip
+    model, state = model_from_checkpoint(path)
+    assert model_architecture(model) == model_architecture(resnet34(width=8, num_classes=4))
+    assert state["classes"] == ["a", "b", "c", "d"]
+    saved = torch.load(path, weights_only=True)["model"]  # the file itself, read independently
+    assert saved.keys() == model.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    # a file whose description disagrees with its weights is refused, not loaded halfway
+    wrong = save_checkpoint(
+        tmp_path / "wrong.pt", model=original.state_dict(), classes=["a", "b", "c", "d"],
+        config=dataclasses.replace(cfg, depth=18).to_dict(),
+        architecture=model_architecture(original),
+    )  # fmt: skip
+    with pytest.raises(ArchitectureMismatchError):
+        model_from_checkpoint(wrong)
 
 
 def test_mismatched_architecture_names_both(tmp_path: Path):

@@ -18,9 +18,9 @@ of the notebook runs on that. So an unsolved exercise never stops "Run All": the
 notebooks (made by :mod:`course_utils.release`) put the placeholder ``raise`` inside the
 exercise's function, where only the check calls it, and the check catches it.
 
-The checks live in one module per notebook (``notebook01`` ... ``notebook08``), on the shared
+The checks live in one module per notebook (``notebook01`` ... ``notebook09``), on the shared
 machinery of ``core``. ``tests/test_selfchecks.py`` feeds every check its list of wrong answers.
-Used by notebooks 01-08.
+Used by notebooks 01-09.
 """
 
 from course_utils.exercises.core import (
@@ -68,6 +68,7 @@ from course_utils.exercises.notebook06 import (
     check_precision_recall_f1,
 )
 from course_utils.exercises.notebook07 import check_mean_and_spread
+from course_utils.exercises.notebook09 import check_ece, check_grad_cam_map, check_temperature
 
 __all__ = [
     "BOTTLENECK_CASES",
@@ -87,13 +88,16 @@ __all__ = [
     "check_confusion_matrix",
     "check_conv_arithmetic",
     "check_denormalize",
+    "check_ece",
     "check_exercise",
+    "check_grad_cam_map",
     "check_make_layer",
     "check_mean_and_spread",
     "check_mean_of_per_image_std",
     "check_mean_std",
     "check_precision_recall_f1",
     "check_should_stop",
+    "check_temperature",
     "check_train_one_epoch",
     "check_train_val_split",
     "early_stopping_decision",

@@ -157,7 +157,7 @@ def _where(exc: BaseException) -> str:
     return f" (line {frames[-1].lineno} of your code)" if frames else ""
 
 
-def _first_match(
+def first_match(
     actual: Any, candidates: Iterable[tuple[str, Callable[[], Any]]], **tol: float
 ) -> str | None:
     """The message of the first candidate wrong answer that ``actual`` reproduces."""
@@ -175,7 +175,7 @@ class _UsedReference(Wrong):
 
 
 @contextmanager
-def _forbid(student: Any, targets: Sequence[tuple[Any, str]], message: str) -> Iterator[None]:
+def forbid(student: Any, targets: Sequence[tuple[Any, str]], message: str) -> Iterator[None]:
     """While the student's code runs, make each ``getattr(owner, name)`` raise :class:`Wrong`.
 
     The reference is replaced on its owner (a class or a module) and under any name the
@@ -220,14 +220,14 @@ def _namespace_of(student: Any) -> dict[str, Any]:
     return getattr(student, "__globals__", {})
 
 
-def _seeded(seed: int) -> torch.Generator:
+def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _randomize_batchnorm(module: nn.Module, seed: int) -> nn.Module:
+def randomize_batchnorm(module: nn.Module, seed: int) -> nn.Module:
     """Give every BatchNorm random statistics and scales, as after training, so that a missing or
     misplaced BatchNorm changes the result; returns the module in evaluation mode."""
-    generator = _seeded(seed)
+    generator = seeded(seed)
     with torch.no_grad():
         for bn in module.modules():
             if isinstance(bn, nn.BatchNorm2d):

@@ -12,8 +12,8 @@ from course_utils import data as data_module
 from course_utils.data import CIFAR10_MEAN, CIFAR10_STD, compute_mean_std
 from course_utils.exercises.core import (
     Wrong,
-    _first_match,
-    _forbid,
+    first_match,
+    forbid,
     results_match,
     self_check,
 )
@@ -205,7 +205,7 @@ def check_mean_std(
     def attempt() -> tuple[tuple[float, ...], tuple[float, ...]]:
         for data, size in ((probe, 4), (images, batch_size)):
             watched = data.view(_Watched).watch()
-            with _forbid(
+            with forbid(
                 student,
                 [(data_module, "compute_mean_std")],
                 "your function calls course_utils' compute_mean_std; write the loop.",
@@ -215,7 +215,7 @@ def check_mean_std(
             if not results_match(got, expected, atol=1e-7):
                 mistakes = _mean_std_mistakes(data, size, test_images)
                 raise Wrong(
-                    _first_match(got, mistakes, atol=1e-6)
+                    first_match(got, mistakes, atol=1e-6)
                     or (
                         f"on {len(data):,} images in batches of {size} you get mean "
                         f"{np.round(got[0], 5)}"
@@ -291,7 +291,7 @@ def check_mean_of_per_image_std(
 
     def attempt() -> np.ndarray:
         for data in (_probe_images(6, 32, seed=2), images):
-            with _forbid(
+            with forbid(
                 student,
                 [(data_module, "mean_of_per_image_std")],
                 "your function calls course_utils' mean_of_per_image_std; compute it.",
@@ -301,7 +301,7 @@ def check_mean_of_per_image_std(
             if not results_match(got, expected, atol=1e-6, rtol=2e-3):
                 mistakes = _per_image_std_mistakes(data)
                 raise Wrong(
-                    _first_match(got, mistakes, atol=1e-6, rtol=2e-3)
+                    first_match(got, mistakes, atol=1e-6, rtol=2e-3)
                     or (
                         f"on {len(data):,} images you get {np.round(got, 5)}, the right values are "
                         f"{np.round(expected, 5)}."

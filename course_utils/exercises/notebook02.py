@@ -14,10 +14,10 @@ from course_utils.exercises.core import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Wrong,
-    _first_match,
-    _forbid,
-    _seeded,
+    first_match,
+    forbid,
     results_match,
+    seeded,
     self_check,
 )
 
@@ -86,13 +86,13 @@ def check_denormalize(
     Returns:
         The images of ``normalized`` restored: the student's when correct, else the reference.
     """
-    probe = 2.5 * torch.randn(2, 3, 4, 3, generator=_seeded(3))  # (B, C, H, W); W = 3 on purpose
+    probe = 2.5 * torch.randn(2, 3, 4, 3, generator=seeded(3))  # (B, C, H, W); W = 3 on purpose
     probe_mean, probe_std = (0.2, 0.5, 0.7), (0.3, 0.1, 0.2)
 
     def attempt() -> torch.Tensor:
         for x, m, s in ((probe, probe_mean, probe_std), (normalized, mean, std)):
             expected = denormalize(x, m, s)
-            with _forbid(
+            with forbid(
                 student,
                 [(data_module, "denormalize")],
                 "your function calls course_utils' denormalize; write the formula.",
@@ -109,7 +109,7 @@ def check_denormalize(
                 continue
             mistakes = _denormalize_mistakes(x, m, s)
             raise Wrong(
-                _first_match(got, mistakes)
+                first_match(got, mistakes)
                 or "your result differs from x * std + mean, clamped to [0, 1]."
             )
         return got
@@ -186,7 +186,7 @@ def check_train_val_split(
     sorted_labels = np.repeat(np.arange(10), 12)  # 0,0,...,1,1,...: the first indices are one class
 
     def trap() -> Any:  # a fresh context manager each time
-        return _forbid(
+        return forbid(
             student,
             [(data_module, "train_val_split")],
             "your function calls course_utils' train_val_split; draw the split yourself.",

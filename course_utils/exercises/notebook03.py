@@ -9,12 +9,12 @@ from torch import nn
 
 from course_utils.exercises.core import (
     Wrong,
-    _first_match,
-    _forbid,
-    _randomize_batchnorm,
-    _seeded,
     _where,
+    first_match,
+    forbid,
+    randomize_batchnorm,
     results_match,
+    seeded,
     self_check,
 )
 from course_utils.models import BasicBlock, Bottleneck
@@ -81,7 +81,7 @@ def _judge_block_forward(student: Callable, block: BasicBlock, x: torch.Tensor) 
     try:
         with (
             torch.no_grad(),
-            _forbid(
+            forbid(
                 student,
                 [(BasicBlock, "forward")],
                 "your function calls the block's own forward (block(x) "
@@ -111,7 +111,7 @@ def _judge_block_forward(student: Callable, block: BasicBlock, x: torch.Tensor) 
         {"conv1", "bn1", "conv2", "bn2", "downsample"}
         & {name for name, _ in block.named_children()} - used
     )
-    message = _first_match(got, [(m, lambda v=v: v) for m, v in mistakes])
+    message = first_match(got, [(m, lambda v=v: v) for m, v in mistakes])
     if message is None and unused:
         message = f"your function never uses block.{', block.'.join(unused)}."
     raise Wrong(
@@ -137,10 +137,10 @@ def check_basic_block_forward(
     with torch.random.fork_rng():
         torch.manual_seed(0)
         blocks = [
-            _randomize_batchnorm(BasicBlock(16, 16), seed=1),
-            _randomize_batchnorm(BasicBlock(16, 32, stride=2), seed=2),
+            randomize_batchnorm(BasicBlock(16, 16), seed=1),
+            randomize_batchnorm(BasicBlock(16, 32, stride=2), seed=2),
         ]
-    x = torch.randn(2, 16, 8, 8, generator=_seeded(4))  # (B, C, H, W)
+    x = torch.randn(2, 16, 8, 8, generator=seeded(4))  # (B, C, H, W)
 
     def attempt() -> Callable:
         for block in blocks:
@@ -161,7 +161,7 @@ BOTTLENECK_CASES = ((64, 64, 1), (256, 64, 1), (256, 128, 2))  # (inplanes, plan
 _BOTTLENECK_NAMES = "conv1, bn1, conv2, bn2, conv3, bn3 and downsample"
 
 
-def _compare_layers(
+def compare_layers(
     got: dict[str, torch.Tensor],
     want: dict[str, torch.Tensor],
     what: str,
@@ -280,14 +280,14 @@ def check_bottleneck(student: type[nn.Module]) -> type[nn.Module]:
             what = f"MyBottleneck({inplanes}, {planes}, stride={stride})"
             with torch.random.fork_rng():
                 torch.manual_seed(index)
-                ref = _randomize_batchnorm(Bottleneck(inplanes, planes, stride), seed=10 + index)
-            x = torch.randn(2, inplanes, 8, 8, generator=_seeded(20 + index))
+                ref = randomize_batchnorm(Bottleneck(inplanes, planes, stride), seed=10 + index)
+            x = torch.randn(2, inplanes, 8, 8, generator=seeded(20 + index))
             with torch.no_grad():
                 expected = ref(x)
                 variants = [(m, (lambda f=f: f())) for m, f in _bottleneck_variants(ref, x)]
-            with _forbid(student, [(Bottleneck, "forward"), (Bottleneck, "__init__")], message):
+            with forbid(student, [(Bottleneck, "forward"), (Bottleneck, "__init__")], message):
                 block = student(inplanes, planes, stride)
-                problem = _compare_layers(block.state_dict(), ref.state_dict(), what)
+                problem = compare_layers(block.state_dict(), ref.state_dict(), what)
                 if problem:
                     raise Wrong(problem)
                 block.load_state_dict(ref.state_dict())
@@ -298,7 +298,7 @@ def check_bottleneck(student: type[nn.Module]) -> type[nn.Module]:
                 raise Wrong(f"{what}: the output is {shape}, expected {tuple(expected.shape)}.")
             if not results_match(got, expected):
                 with torch.no_grad():
-                    found = _first_match(got, variants)
+                    found = first_match(got, variants)
                 raise Wrong(
                     f"{what}: "
                     + (

@@ -12,12 +12,12 @@ from torch import nn
 
 from course_utils.exercises.core import (
     Wrong,
-    _forbid,
-    _seeded,
+    forbid,
     results_match,
+    seeded,
     self_check,
 )
-from course_utils.exercises.notebook03 import _compare_layers
+from course_utils.exercises.notebook03 import compare_layers
 from course_utils.models import BasicBlock, Bottleneck, ResNet, count_parameters
 
 
@@ -53,7 +53,7 @@ def check_make_layer(student: Callable[..., nn.Module]) -> dict[str, tuple[int, 
         results = {}
         for name, ((block, inplanes, planes, blocks, stride), ref) in stages.items():
             what = f"{block.__name__}, {blocks} blocks, {inplanes} -> {planes}, stride {stride}"
-            with _forbid(student, [(ResNet, "_make_layer")], message):
+            with forbid(student, [(ResNet, "_make_layer")], message):
                 stage = student(block, inplanes, planes, blocks, stride)
             if not isinstance(stage, nn.Sequential):
                 raise Wrong(
@@ -66,7 +66,7 @@ def check_make_layer(student: Callable[..., nn.Module]) -> dict[str, tuple[int, 
                     raise Wrong(
                         f"{what}: block {i} is a {type(mine).__name__}, expected {block.__name__}."
                     )
-                problem = _compare_layers(
+                problem = compare_layers(
                     mine.state_dict(),
                     theirs.state_dict(),
                     f"block {i}",
@@ -85,7 +85,7 @@ def check_make_layer(student: Callable[..., nn.Module]) -> dict[str, tuple[int, 
                         )
                     )
             stage.load_state_dict(ref.state_dict())
-            x = torch.randn(2, inplanes, 8, 8, generator=_seeded(5))
+            x = torch.randn(2, inplanes, 8, 8, generator=seeded(5))
             with torch.no_grad():
                 got, expected = stage.eval()(x), ref.eval()(x)
             if got.shape != expected.shape or not results_match(got, expected):

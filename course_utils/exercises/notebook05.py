@@ -14,7 +14,7 @@ from torch import nn
 
 from course_utils.exercises.core import (
     Wrong,
-    _forbid,
+    forbid,
     results_match,
     self_check,
 )
@@ -177,7 +177,7 @@ def check_train_one_epoch(
         loss, accuracy, state = reference()
         net = copy.deepcopy(start)
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-        with _forbid(
+        with forbid(
             student,
             [(training, "train_one_epoch")],
             "your function calls course_utils' train_one_epoch; write the loop yourself.",
@@ -330,7 +330,7 @@ def check_should_stop(student: Callable[[list[float], int, float], bool]) -> dic
     ]
 
     def attempt() -> dict[str, list[bool]]:
-        with _forbid(
+        with forbid(
             student,
             [(training, "EarlyStopping")],
             "your function uses course_utils' EarlyStopping; write the rule yourself.",

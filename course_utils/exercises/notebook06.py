@@ -9,7 +9,7 @@ import numpy as np
 
 from course_utils.exercises.core import (
     Wrong,
-    _forbid,
+    forbid,
     self_check,
 )
 
@@ -41,7 +41,7 @@ def check_confusion_matrix(
     def attempt() -> np.ndarray:
         for t, p, k in (probe, (y_true, y_pred, num_classes)):
             expected = reference(t, p, k)
-            with _forbid(
+            with forbid(
                 student,
                 [(metrics, "confusion_matrix"), (evaluation, "confusion_matrix")],
                 "your function calls a library's confusion_matrix; count the pairs yourself.",

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from course_utils.exercises.core import Wrong, _forbid, self_check
+from course_utils.exercises.core import Wrong, forbid, self_check
 
 #: ``(lr, backbone_lr)`` pairs the check tries: two, so that a hard-coded 0.01 shows up.
 GROUP_CASES = ((0.1, 0.1), (0.2, 0.5))
@@ -74,7 +74,7 @@ def check_parameter_groups(
         head = {name for name, _ in model.named_parameters() if name.startswith("fc.")}
         results = []
         for lr, backbone_lr in GROUP_CASES:
-            with _forbid(student, [(transfer, "parameter_groups")],
+            with forbid(student, [(transfer, "parameter_groups")],
                          "your function calls course_utils' parameter_groups; build the groups "
                          "yourself."):  # fmt: skip
                 got = _rates(student(model, lr, backbone_lr), model)

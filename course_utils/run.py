@@ -1,0 +1,264 @@
+"""One training run, start to finish: the pipeline behind ``python -m course_utils train``.
+
+:func:`train_and_report` loads the data, builds the model, fits it (within a time budget if the
+configuration has one), tests the best checkpoint once, and writes the run folder: checkpoints,
+``history.csv``, ``metrics.json`` and figures. :func:`resolve_config` makes the configuration from
+a preset and the fields to change. The command line (:mod:`course_utils.cli`) parses flags into
+these two calls; the experiment grids (:mod:`course_utils.experiments`) make the same calls for
+every run of a grid, without going through the command line.
+
+Explained in notebook 05 (training) and 06 (evaluation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from course_utils.budget import fit_to_budget
+from course_utils.checkpoints import load_checkpoint
+from course_utils.config import (
+    PRESETS,
+    TrainConfig,
+    cpu_has_native_bfloat16,
+    is_smoke,
+    runs_dir,
+    set_seed,
+    smoke_config,
+)
+from course_utils.data import CIFAR10Arrays, build_loaders, cifar10_splits, normalization_stats
+from course_utils.distributed import (
+    from_main_process,
+    gather_predictions,
+    is_main_process,
+    rank,
+    world_size,
+)
+from course_utils.evaluation import (
+    Predictions,
+    classification_report,
+    confusion_matrix,
+    most_confident_mistakes,
+    per_class_accuracy,
+    predict,
+)
+from course_utils.models import count_parameters, describe_architecture, model_architecture
+from course_utils.plotting import mistakes_gallery, plot_confusion, plot_history
+from course_utils.training import FitResult, build_model, choose_threads, cpu_threads, fit
+
+
+def resolve_config(
+    preset: str | None,
+    changes: dict[str, Any],
+    device: torch.device,
+    *,
+    smoke: bool = False,
+) -> tuple[TrainConfig, str]:
+    """A run's configuration and its label: the preset (default: ``full`` on a CUDA GPU, ``cpu``
+    otherwise), shrunk in smoke mode, then ``changes`` (field -> value) on top.
+
+    On a CPU, mixed precision follows the CPU (on only where it computes bfloat16 natively)
+    unless ``changes`` sets ``amp``.
+
+    Raises:
+        ConfigError: a value is out of range (naming the field).
+    """
+    if preset is None:
+        preset = "full" if device.type == "cuda" else "cpu"
+        reason = "a CUDA GPU is available" if device.type == "cuda" else "no CUDA GPU was found"
+        print(f"Using the '{preset}' preset: {reason} (choose with --preset).")
+    cfg = PRESETS[preset]
+    if smoke or is_smoke():
+        cfg = smoke_config(cfg)
+        preset = f"{preset}-smoke"
+    if device.type == "cpu" and "amp" not in changes and cfg.amp != cpu_has_native_bfloat16():
+        # bfloat16 pays on a CPU only where it is computed natively (benchmarks/README.md).
+        cfg = dataclasses.replace(cfg, amp=not cfg.amp)
+        has = "has" if cfg.amp else "has no"
+        print(f"Mixed precision {'on' if cfg.amp else 'off'}: this CPU {has} native bfloat16 "
+              f"(AMX or AVX512-BF16); choose with --amp / --no-amp.")  # fmt: skip
+    return dataclasses.replace(cfg, **changes), preset
+
+
+def train_and_report(
+    cfg: TrainConfig,
+    label: str,
+    device: torch.device,
+    *,
+    out_dir: Path | None = None,
+    data_dir: Path | None = None,
+    resume: Path | None = None,
+    progress: bool = True,
+    command: str = "",
+) -> dict[str, Any] | None:
+    """Train, test the best checkpoint once, write the run folder; return its metrics.
+
+    Args:
+        cfg: the run's configuration (:func:`resolve_config`, or a resumed run's saved one).
+        label: the preset's name (or where the run resumed from), for the report.
+        device: this process's device: under torchrun, its own GPU (or the CPU).
+        out_dir: the run folder (default: ``runs/LABEL-DATE-TIME``).
+        data_dir: where CIFAR-10 is (default: ``$COURSE_DATA_DIR`` or ``data/``).
+        resume: a ``last.pt`` to continue from; its planned steps and statistics are kept.
+        progress: show progress bars.
+        command: the command that started the run, recorded in ``metrics.json``.
+
+    Returns:
+        The metrics written to ``metrics.json``; ``None`` in the processes other than rank 0
+        under torchrun (rank 0 alone writes the report).
+    """
+    start = time.perf_counter()
+    cfg.per_process_batch_size(world_size())  # torchrun: the batch must split, checked before work
+    out_dir = out_dir or runs_dir() / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = from_main_process(out_dir)  # torchrun: every process uses rank 0's folder
+    threads = torch.get_num_threads()
+    device_name = (
+        torch.cuda.get_device_name(device) if device.type == "cuda"
+        else f"{threads} CPU thread{'s' if threads != 1 else ''}"
+    )  # fmt: skip
+    print(f"Device: {device} ({device_name}). Run folder: {out_dir}")
+
+    set_seed(cfg.seed)
+    if device.type == "cuda":
+        # The shapes never change, so let cuDNN time its kernels once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    splits = cifar10_splits(data_dir, cfg.val_size, cfg.seed, cfg.smoke, train_size=cfg.train_size)
+    if resume is not None:  # the statistics the resumed run normalized with
+        saved = load_checkpoint(resume)
+        mean, std = saved["mean"], saved["std"]
+    else:  # normally the statistics of this run's own training images, exact and cheap
+        mean, std = normalization_stats(cfg.normalization, splits.train)
+    loaders = build_loaders(splits, cfg, mean, std, device, rank(), world_size())
+    model = build_model(cfg, num_classes=len(splits.train.classes))
+    train_loader, val_loader, test_loader = loaders
+    cfg = choose_threads(cfg, model, device)  # before the budget measures the speed
+    with cpu_threads(cfg.threads):
+        deadline = None
+        if cfg.minutes and resume is None:  # a resumed run keeps its planned steps; 0: no budget
+            # Every process measures its share; under torchrun all of them follow rank 0's plan.
+            cfg, deadline = from_main_process(fit_to_budget(cfg, model, loaders, device, start))
+        result = fit(model, train_loader, val_loader, cfg, device, out_dir=out_dir, resume=resume,
+                     classes=splits.train.classes, mean=mean, std=std, deadline=deadline,
+                     progress=progress and is_main_process())  # fmt: skip
+        cfg = result.config  # with the steps it ran, if the machine's pace changed them
+
+        # The test set, once, with the weights chosen on the validation set.
+        load_checkpoint(result.best_checkpoint, model, map_location=device)
+        pred = predict(model, test_loader, device, cfg.channels_last, cfg.amp, cfg.tta)
+        pred = gather_predictions(pred)  # torchrun: every process's slice of the test set
+    if not is_main_process():  # torchrun: rank 0 alone writes the report
+        return None
+    _save_figures(Path(out_dir) / "figures", result, pred, splits.test, mean, std)
+    metrics = {
+        **_test_metrics(pred, splits.test.classes),
+        **_run_metrics(result, cfg, time.perf_counter() - start),
+        "preset": label,
+        "device": str(device),
+        "device_name": device_name,
+        "processes": world_size(),
+        "torch_version": torch.__version__,
+        "architecture": model_architecture(model),
+        "parameters": count_parameters(model),
+        "data": {
+            "source": splits.train.source,
+            "train": len(splits.train),
+            "val": len(splits.val),
+            "test": len(splits.test),
+            "mean": list(mean),
+            "std": list(std),
+        },
+        "config": cfg.to_dict(),
+        "command": command,
+    }
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(_summary(metrics, cfg, Path(out_dir)))
+    return metrics
+
+
+def _test_metrics(pred: Predictions, classes: Sequence[str]) -> dict[str, Any]:
+    """What the test set says about the best checkpoint."""
+    per_class = per_class_accuracy(pred, classes)
+    return {
+        "test_accuracy": pred.accuracy,
+        "test_loss": pred.loss,
+        "test_macro_f1": float(classification_report(pred, classes).loc["macro avg", "f1-score"]),
+        "per_class_accuracy": {c: float(a) for c, a in per_class["accuracy"].items()},
+        "confusion_matrix": confusion_matrix(pred, len(classes)).tolist(),
+    }
+
+
+def _run_metrics(result: FitResult, cfg: TrainConfig, wall_seconds: float) -> dict[str, Any]:
+    """How training went: the best epoch, the epochs run, and the time it took."""
+    return {
+        "best_epoch": result.best_epoch,
+        "best_" + cfg.monitor: result.best_score,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "wall_seconds": wall_seconds,
+        "train_seconds": float(result.history["epoch_seconds"].sum()),
+        "images_per_second": float(result.history["images_per_second"].mean()),
+        "best_checkpoint": str(result.best_checkpoint),
+        "last_checkpoint": str(result.last_checkpoint),
+    }
+
+
+def _save_figures(
+    folder: Path,
+    result: FitResult,
+    pred: Predictions,
+    test: CIFAR10Arrays,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> None:
+    """figures/history.png, confusion.png and mistakes.png, each closed once saved."""
+    cm: np.ndarray = confusion_matrix(pred, len(test.classes))
+    mistakes: pd.DataFrame = most_confident_mistakes(pred, 16)
+    figures = [
+        plot_history(result.history, result.best_epoch, save=folder / "history.png"),
+        plot_confusion(cm, test.classes, save=folder / "confusion.png"),
+        mistakes_gallery(
+            test.images, mistakes, test.classes, mean, std, save=folder / "mistakes.png"
+        ),
+    ]
+    for fig in figures:
+        plt.close(fig)
+
+
+def _summary(metrics: dict[str, Any], cfg: TrainConfig, out_dir: Path) -> str:
+    """The one-screen report printed at the end of a run."""
+    minutes, seconds = divmod(metrics["wall_seconds"], 60)
+    data, arch = metrics["data"], describe_architecture(metrics["architecture"])
+    early = " (stopped early)" if metrics["stopped_early"] else ""
+    per_class = ", ".join(f"{c} {a:.0%}" for c, a in metrics["per_class_accuracy"].items())
+    best_score = metrics["best_" + cfg.monitor]
+    lines = [
+        "",
+        f"{'=' * 30} run summary {'=' * 30}",
+        f"preset {metrics['preset']} on {metrics['device']} ({metrics['device_name']})"
+        + (f" x {metrics['processes']} processes" if metrics["processes"] > 1 else ""),
+        f"model  {arch}: {metrics['parameters']:,} parameters",
+        f"data   {data['train']:,} train / {data['val']:,} validation / {data['test']:,} test",
+        (
+            f"train  {metrics['epochs_run']} of {cfg.epochs} epochs{early}, {cfg.optimizer} "
+            f"lr {cfg.lr:g} {cfg.schedule}, batch {cfg.batch_size}, "
+            f"{metrics['images_per_second']:.0f} images/s"
+        ),
+        f"best   epoch {metrics['best_epoch']}: {cfg.monitor} {best_score:.4f} on validation",
+        (
+            f"TEST   accuracy {metrics['test_accuracy']:.2%}, loss {metrics['test_loss']:.4f}, "
+            f"macro F1 {metrics['test_macro_f1']:.4f} (best checkpoint, evaluated once)"
+        ),
+        f"class  {per_class}",
+        f"time   {int(minutes)} min {seconds:.0f} s in all",
+        f"files  {out_dir}/: best.pt last.pt history.csv metrics.json figures/",
+    ]
+    return "\n".join(lines)
