@@ -35,7 +35,7 @@ import torch
 
 from course_utils import run
 from course_utils.budget import BudgetError
-from course_utils.checkpoints import CheckpointError, load_checkpoint
+from course_utils.checkpoints import CheckpointError, load_checkpoint, ship_checkpoint
 from course_utils.config import (
     flag_name,
     get_device,
@@ -63,7 +63,6 @@ from course_utils.training import (
     NonFiniteLossError,
     TrainConfig,
 )
-from course_utils.transfer import ship_checkpoint
 
 #: TrainConfig fields with a flag written by hand instead of generated: ``--smoke`` also shrinks
 #: the preset (``smoke_config``), so it is more than a field's value.
@@ -220,7 +219,7 @@ def ship_command(run: Path, name: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Wrote checkpoints/{name}/ (best.pt, metrics.json, history.csv, command). Put this "
-          f"line into SHIPPED_CHECKPOINTS in course_utils/transfer.py and commit both:\n"
+          f"line into SHIPPED_CHECKPOINTS in course_utils/checkpoints.py and commit both:\n"
           f"    {name!r}: Shipped({shipped.path!r}, {shipped.sha256!r}),")  # fmt: skip
     return 0
 

@@ -21,7 +21,7 @@ import os
 import random
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.transforms import v2
@@ -177,7 +178,7 @@ def load_cifar10(
 
 def _load_official(root: Path, split: str, download: bool) -> CIFAR10Arrays:
     """The official python release through torchvision (it extracts a present archive itself)."""
-    from torchvision.datasets import CIFAR10
+    from torchvision.datasets import CIFAR10  # only here: the JPEG copy does not need it
 
     have_archive = (root / OFFICIAL_ARCHIVE).is_file() and not (root / OFFICIAL_FOLDER).is_dir()
     try:
@@ -856,3 +857,49 @@ def _slice_for(data: CIFAR10Arrays, rank: int, world_size: int) -> CIFAR10Arrays
     if world_size == 1:
         return data
     return data.subset(np.array_split(np.arange(len(data)), world_size)[rank])
+
+
+# --------------------------------------------------------------------------------------------------
+# Class subsets and resized batches (the transfer experiments of notebook 08)
+# --------------------------------------------------------------------------------------------------
+
+
+def select_classes(data: CIFAR10Arrays, classes: Sequence[str]) -> CIFAR10Arrays:
+    """The images of ``classes`` only, relabelled ``0 .. len(classes) - 1`` in that order.
+
+    ``select_classes(train, VEHICLES)`` is a four-class dataset: airplane 0, automobile 1, ship 2,
+    truck 3. Explained in notebook 08.
+    """
+    unknown = [c for c in classes if c not in data.classes]
+    if unknown:
+        raise ValueError(f"unknown classes {unknown}; the data has {list(data.classes)}")
+    old = [data.classes.index(c) for c in classes]
+    keep = np.flatnonzero(np.isin(data.labels, old))
+    subset = data.subset(keep)
+    relabel = np.full(len(data.classes), -1, dtype=np.int64)
+    relabel[old] = np.arange(len(classes))
+    subset.labels = relabel[subset.labels]
+    subset.classes = tuple(classes)
+    return subset
+
+
+class Resized:
+    """The batches of ``loader``, resized to ``size`` x ``size`` pixels (bilinear).
+
+    ImageNet networks were trained on 224x224 images; their stem shrinks an image 4x, so a 32x32
+    CIFAR-10 image is only 8x8 after it. Upsampling the batches (after normalization, which
+    commutes with interpolation) trades time for accuracy. Explained in notebook 08.
+    """
+
+    def __init__(self, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], size: int) -> None:
+        self.loader, self.size = loader, size
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:  # (B, 3, 32, 32)
+            if images.shape[-1] != self.size:
+                images = F.interpolate(images, size=(self.size, self.size), mode="bilinear",
+                                       align_corners=False)  # (B, 3, size, size)  # fmt: skip
+            yield images, labels

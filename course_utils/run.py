@@ -16,6 +16,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from course_utils.budget import fit_to_budget
 from course_utils.checkpoints import load_checkpoint
@@ -35,7 +37,13 @@ from course_utils.config import (
     set_seed,
     smoke_config,
 )
-from course_utils.data import CIFAR10Arrays, build_loaders, cifar10_splits, normalization_stats
+from course_utils.data import (
+    CIFAR10Arrays,
+    Splits,
+    build_loaders,
+    cifar10_splits,
+    normalization_stats,
+)
 from course_utils.distributed import (
     from_main_process,
     gather_predictions,
@@ -89,6 +97,47 @@ def resolve_config(
     return dataclasses.replace(cfg, **changes), preset
 
 
+@dataclass
+class RunSetup:
+    """Everything a run needs before it trains: the data, its statistics, the loaders, the model."""
+
+    splits: Splits
+    mean: list[float]
+    std: list[float]
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+    model: nn.Module
+
+
+def setup_run(
+    cfg: TrainConfig,
+    device: torch.device,
+    *,
+    data_dir: Path | None = None,
+    resume: Path | None = None,
+    download: bool = False,
+) -> RunSetup:
+    """Seed, load the splits ``cfg`` asks for (``download``: with torchvision, if CIFAR-10 is
+    missing), compute the normalization statistics of its training images (a resumed run keeps
+    the ones it saved), and build the loaders and the model. Explained in notebook 05."""
+    set_seed(cfg.seed)
+    if device.type == "cuda":
+        # The shapes never change, so let cuDNN time its kernels once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    splits = cifar10_splits(
+        data_dir, cfg.val_size, cfg.seed, cfg.smoke, download, train_size=cfg.train_size
+    )
+    if resume is not None:  # the statistics the resumed run normalized with
+        saved = load_checkpoint(resume)
+        mean, std = saved["mean"], saved["std"]
+    else:  # normally the statistics of this run's own training images, exact and cheap
+        mean, std = normalization_stats(cfg.normalization, splits.train)
+    loaders = build_loaders(splits, cfg, mean, std, device, rank(), world_size())
+    model = build_model(cfg, num_classes=len(splits.train.classes))
+    return RunSetup(splits, list(mean), list(std), *loaders, model)
+
+
 def train_and_report(
     cfg: TrainConfig,
     label: str,
@@ -102,86 +151,79 @@ def train_and_report(
 ) -> dict[str, Any] | None:
     """Train, test the best checkpoint once, write the run folder; return its metrics.
 
-    Args:
-        cfg: the run's configuration (:func:`resolve_config`, or a resumed run's saved one).
-        label: the preset's name (or where the run resumed from), for the report.
-        device: this process's device: under torchrun, its own GPU (or the CPU).
-        out_dir: the run folder (default: ``runs/LABEL-DATE-TIME``).
-        data_dir: where CIFAR-10 is (default: ``$COURSE_DATA_DIR`` or ``data/``).
-        resume: a ``last.pt`` to continue from; its planned steps and statistics are kept.
-        progress: show progress bars.
-        command: the command that started the run, recorded in ``metrics.json``.
-
-    Returns:
-        The metrics written to ``metrics.json``; ``None`` in the processes other than rank 0
-        under torchrun (rank 0 alone writes the report).
+    ``cfg`` comes from :func:`resolve_config` (or a resumed run), ``label`` names it in the report
+    (the preset), and ``device`` is this process's (under torchrun, its own GPU, or the CPU).
+    ``out_dir`` defaults to ``runs/LABEL-DATE-TIME``; ``resume`` is a ``last.pt`` to continue
+    from; ``command`` is recorded in ``metrics.json``. Returns ``None`` in the processes other
+    than rank 0 under torchrun (rank 0 alone writes the report).
     """
     start = time.perf_counter()
     cfg.per_process_batch_size(world_size())  # torchrun: the batch must split, checked before work
     out_dir = out_dir or runs_dir() / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = from_main_process(out_dir)  # torchrun: every process uses rank 0's folder
-    threads = torch.get_num_threads()
-    device_name = (
-        torch.cuda.get_device_name(device) if device.type == "cuda"
-        else f"{threads} CPU thread{'s' if threads != 1 else ''}"
-    )  # fmt: skip
+    device_name = _device_name(device)
     print(f"Device: {device} ({device_name}). Run folder: {out_dir}")
-
-    set_seed(cfg.seed)
-    if device.type == "cuda":
-        # The shapes never change, so let cuDNN time its kernels once and keep the fastest.
-        torch.backends.cudnn.benchmark = True
-    splits = cifar10_splits(data_dir, cfg.val_size, cfg.seed, cfg.smoke, train_size=cfg.train_size)
-    if resume is not None:  # the statistics the resumed run normalized with
-        saved = load_checkpoint(resume)
-        mean, std = saved["mean"], saved["std"]
-    else:  # normally the statistics of this run's own training images, exact and cheap
-        mean, std = normalization_stats(cfg.normalization, splits.train)
-    loaders = build_loaders(splits, cfg, mean, std, device, rank(), world_size())
-    model = build_model(cfg, num_classes=len(splits.train.classes))
-    train_loader, val_loader, test_loader = loaders
-    cfg = choose_threads(cfg, model, device)  # before the budget measures the speed
+    run = setup_run(cfg, device, data_dir=data_dir, resume=resume)
+    cfg = choose_threads(cfg, run.model, device)  # before the budget measures the speed
     with cpu_threads(cfg.threads):
         deadline = None
         if cfg.minutes and resume is None:  # a resumed run keeps its planned steps; 0: no budget
             # Every process measures its share; under torchrun all of them follow rank 0's plan.
-            cfg, deadline = from_main_process(fit_to_budget(cfg, model, loaders, device, start))
-        result = fit(model, train_loader, val_loader, cfg, device, out_dir=out_dir, resume=resume,
-                     classes=splits.train.classes, mean=mean, std=std, deadline=deadline,
-                     progress=progress and is_main_process())  # fmt: skip
+            loaders = (run.train_loader, run.val_loader, run.test_loader)
+            cfg, deadline = from_main_process(fit_to_budget(cfg, run.model, loaders, device, start))
+        result = fit(run.model, run.train_loader, run.val_loader, cfg, device, out_dir=out_dir,
+                     resume=resume, classes=run.splits.train.classes, mean=run.mean, std=run.std,
+                     deadline=deadline, progress=progress and is_main_process())  # fmt: skip
         cfg = result.config  # with the steps it ran, if the machine's pace changed them
 
         # The test set, once, with the weights chosen on the validation set.
-        load_checkpoint(result.best_checkpoint, model, map_location=device)
-        pred = predict(model, test_loader, device, cfg.channels_last, cfg.amp, cfg.tta)
+        load_checkpoint(result.best_checkpoint, run.model, map_location=device)
+        pred = predict(run.model, run.test_loader, device, cfg.channels_last, cfg.amp, cfg.tta)
         pred = gather_predictions(pred)  # torchrun: every process's slice of the test set
     if not is_main_process():  # torchrun: rank 0 alone writes the report
         return None
-    _save_figures(Path(out_dir) / "figures", result, pred, splits.test, mean, std)
+    test = run.splits.test
+    _save_figures(Path(out_dir) / "figures", result, pred, test, run.mean, run.std)
     metrics = {
-        **_test_metrics(pred, splits.test.classes),
+        **_test_metrics(pred, test.classes),
         **_run_metrics(result, cfg, time.perf_counter() - start),
+        **_about(run, device, device_name),
         "preset": label,
-        "device": str(device),
-        "device_name": device_name,
-        "processes": world_size(),
-        "torch_version": torch.__version__,
-        "architecture": model_architecture(model),
-        "parameters": count_parameters(model),
-        "data": {
-            "source": splits.train.source,
-            "train": len(splits.train),
-            "val": len(splits.val),
-            "test": len(splits.test),
-            "mean": list(mean),
-            "std": list(std),
-        },
         "config": cfg.to_dict(),
         "command": command,
     }
     (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(_summary(metrics, cfg, Path(out_dir)))
     return metrics
+
+
+def _device_name(device: torch.device) -> str:
+    """The GPU's name, or how many CPU threads PyTorch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    threads = torch.get_num_threads()
+    return f"{threads} CPU thread{'s' if threads != 1 else ''}"
+
+
+def _about(run: RunSetup, device: torch.device, device_name: str) -> dict[str, Any]:
+    """What a run's metrics say about where it ran, its model and its data."""
+    splits = run.splits
+    return {
+        "device": str(device),
+        "device_name": device_name,
+        "processes": world_size(),
+        "torch_version": torch.__version__,
+        "architecture": model_architecture(run.model),
+        "parameters": count_parameters(run.model),
+        "data": {
+            "source": splits.train.source,
+            "train": len(splits.train),
+            "val": len(splits.val),
+            "test": len(splits.test),
+            "mean": run.mean,
+            "std": run.std,
+        },
+    }
 
 
 def _test_metrics(pred: Predictions, classes: Sequence[str]) -> dict[str, Any]:

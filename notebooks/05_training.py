@@ -656,7 +656,7 @@ if device.type != "cuda" and not is_smoke():
 # **To skip the wait:** the course ships a trained model, the best checkpoint of a whole `cpu`
 # preset run, in `checkpoints/cpu/` (with its `metrics.json`, `history.csv` and the `command` that
 # trained it). Notebook 06 evaluates it when it finds no run of yours, and
-# `course_utils.transfer.load_pretrained("cpu")` loads it anywhere, after checking its sha256. The
+# `course_utils.checkpoints.load_pretrained("cpu")` loads it anywhere, after checking its sha256. The
 # rest of this notebook inspects its own run, so it trains one anyway.
 
 # %%

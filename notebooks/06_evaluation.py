@@ -66,13 +66,12 @@ from sklearn import metrics
 from sklearn.neighbors import NearestNeighbors
 
 from course_utils.checkpoints import load_checkpoint
-from course_utils.config import SMOKE, get_device, is_smoke, runs_dir, set_seed
+from course_utils.config import SMOKE, get_device, is_smoke, runs_dir
 from course_utils.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     build_loaders,
     cifar10_splits,
-    compute_mean_std,
 )
 from course_utils.evaluation import (
     classification_report,
@@ -91,6 +90,7 @@ from course_utils.models import (
     model_architecture,
     to_device,
 )
+from course_utils.run import setup_run
 from course_utils.training import PRESETS, TrainConfig, build_model, fit, smoke_config
 
 device = get_device()
@@ -114,7 +114,7 @@ print(f"Device: {device}; smoke mode: {is_smoke()}")
 # level up. If you want to compare runs, compare their validation scores.
 
 # %%
-from course_utils.transfer import SHIPPED_CHECKPOINTS, pretrained_file
+from course_utils.checkpoints import SHIPPED_CHECKPOINTS, pretrained_file
 
 
 def find_checkpoint(runs: Path) -> Path | None:
@@ -144,14 +144,10 @@ else:
           f"({quick.epochs} epoch(s) at width {quick.width}) so that this notebook has something "
           "to evaluate. It is far weaker than a real run: run notebook 05 or "
           "`python -m course_utils train` for that.")
-    quick_splits = cifar10_splits(val_size=quick.val_size, seed=quick.seed, smoke=quick.smoke,
-                                  download=True)
-    quick_mean, quick_std = compute_mean_std(quick_splits.train.images)
-    quick_train, quick_val, _ = build_loaders(quick_splits, quick, quick_mean, quick_std, device)
-    set_seed(quick.seed)
-    quick_run = fit(build_model(quick), quick_train, quick_val, quick, device,
-                    out_dir=runs_dir() / "notebook06-quick", classes=quick_splits.train.classes,
-                    mean=quick_mean, std=quick_std)
+    quick_setup = setup_run(quick, device, download=True)  # data, statistics, loaders, model
+    quick_run = fit(quick_setup.model, quick_setup.train_loader, quick_setup.val_loader, quick,
+                    device, out_dir=runs_dir() / "notebook06-quick", mean=quick_setup.mean,
+                    classes=quick_setup.splits.train.classes, std=quick_setup.std)
     checkpoint_path = quick_run.best_checkpoint
     print(f"Evaluating the quick model: {checkpoint_path}")
 

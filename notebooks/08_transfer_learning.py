@@ -37,7 +37,8 @@
 # - do all of it from the command line, `python -m course_utils train --init ...`.
 #
 # **Course map:** previous: [07 · The experiments lab](07_experiments_lab.ipynb). The
-# functions used here live in `course_utils/transfer.py`.
+# functions used here live in `course_utils/transfer.py` (the class subsets and resized batches in
+# `data.py`, the shipped checkpoints in `checkpoints.py`).
 
 # %%
 # Setup: on Google Colab, install the course's helper package and check for a GPU;
@@ -69,7 +70,7 @@ import torch
 from torch import nn
 
 from course_utils.budget import BudgetError, fit_to_budget, measure_throughput
-from course_utils.checkpoints import load_checkpoint
+from course_utils.checkpoints import PretrainedNotFoundError, load_checkpoint
 from course_utils.config import get_device, is_smoke, set_seed
 from course_utils.data import (
     IMAGENET_MEAN,
@@ -77,11 +78,13 @@ from course_utils.data import (
     TRAIN_SIZE,
     VAL_SIZE,
     CIFAR10Arrays,
+    Resized,
     Splits,
     TensorLoader,
     build_loaders,
     cifar10_splits,
     compute_mean_std,
+    select_classes,
     set_loader_epoch,
     stratified_subset,
 )
@@ -102,11 +105,8 @@ from course_utils.transfer import (
     IMAGENET_SIZE,
     VEHICLES,
     FrozenBatchNorm2d,
-    PretrainedNotFoundError,
-    Resized,
     imagenet_state_dict,
     replace_head,
-    select_classes,
 )
 
 device = get_device()

@@ -73,6 +73,7 @@ import torch.nn.functional as F
 
 from course_utils.config import get_device, is_smoke, set_seed
 from course_utils.data import build_loaders, cifar10_splits, compute_mean_std, eval_transform
+from course_utils.checkpoints import pretrained_file
 from course_utils.diagnostics import (
     ECE_BINS,
     activations_and_gradients,
@@ -96,7 +97,6 @@ from course_utils.training import (
     model_from_checkpoint,
     smoke_config,
 )
-from course_utils.transfer import pretrained_file
 
 device = get_device()
 SMOKE = is_smoke()  # COURSE_SMOKE=1: a small real subset and few steps (CI), same code path

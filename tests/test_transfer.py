@@ -26,6 +26,8 @@ import torchvision
 from near_ties import assert_accuracy_agrees
 from torch import nn
 
+from course_utils import checkpoints as C
+from course_utils import data as D
 from course_utils import transfer as T
 from course_utils.checkpoints import ArchitectureMismatchError, load_checkpoint, save_checkpoint
 from course_utils.cli import main
@@ -235,17 +237,17 @@ def test_a_shipped_checkpoint_is_checked_before_it_is_loaded(tmp_path, monkeypat
     cfg = TrainConfig(width=8)
     path = tmp_path / "tiny" / "best.pt"
     model = save_course_checkpoint(path, cfg, 10)
-    monkeypatch.setattr(T, "CHECKPOINTS_DIR", tmp_path)
-    monkeypatch.setitem(T.SHIPPED_CHECKPOINTS, "tiny", T.Shipped("tiny/best.pt", sha256(path)))
+    monkeypatch.setattr(C, "CHECKPOINTS_DIR", tmp_path)
+    monkeypatch.setitem(C.SHIPPED_CHECKPOINTS, "tiny", C.Shipped("tiny/best.pt", sha256(path)))
 
     fresh = build_model(cfg, 10)
-    state = T.load_pretrained("tiny", model=fresh)
+    state = C.load_pretrained("tiny", model=fresh)
     assert state["classes"] == [str(i) for i in range(10)]
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
 
     path.write_bytes(path.read_bytes() + b"\0")  # one byte more: a changed file
-    with pytest.raises(T.ChecksumError) as refused:
-        T.load_pretrained("tiny")
+    with pytest.raises(C.ChecksumError) as refused:
+        C.load_pretrained("tiny")
     message = str(refused.value)
     assert sha256(path) in message and "git checkout -- checkpoints/tiny/best.pt" in message
     assert "SHIPPED_CHECKPOINTS" in message
@@ -254,12 +256,12 @@ def test_a_shipped_checkpoint_is_checked_before_it_is_loaded(tmp_path, monkeypat
 def test_a_local_path_and_unknown_names(tmp_path):
     path = tmp_path / "best.pt"
     save_course_checkpoint(path, TrainConfig(width=8), 10)
-    assert T.load_pretrained(path)["epoch"] == 1
-    assert T.load_pretrained(str(path), sha256=sha256(path)[:12])["epoch"] == 1
-    with pytest.raises(T.ChecksumError):
-        T.load_pretrained(path, sha256="0" * 64)
+    assert C.load_pretrained(path)["epoch"] == 1
+    assert C.load_pretrained(str(path), sha256=sha256(path)[:12])["epoch"] == 1
+    with pytest.raises(C.ChecksumError):
+        C.load_pretrained(path, sha256="0" * 64)
     with pytest.raises(FileNotFoundError, match="No shipped checkpoint named 'nonesuch'"):
-        T.load_pretrained("nonesuch")
+        C.load_pretrained("nonesuch")
 
 
 def test_a_url_is_downloaded_once_into_torch_hubs_cache_and_hash_checked(tmp_path, monkeypatch):
@@ -268,20 +270,20 @@ def test_a_url_is_downloaded_once_into_torch_hubs_cache_and_hash_checked(tmp_pat
     save_course_checkpoint(published, TrainConfig(width=8), 10)
     url, digest = published.as_uri(), sha256(published)
     with pytest.raises(ValueError, match="sha256"):
-        T.load_pretrained(url)
-    with pytest.raises(T.ChecksumError):  # torch hub's own check, during the download
-        T.load_pretrained(url, sha256="0" * 64)
-    assert T.load_pretrained(url, sha256=digest)["epoch"] == 1
+        C.load_pretrained(url)
+    with pytest.raises(C.ChecksumError):  # torch hub's own check, during the download
+        C.load_pretrained(url, sha256="0" * 64)
+    assert C.load_pretrained(url, sha256=digest)["epoch"] == 1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / f"full-{digest[:8]}.pt"
     assert cached.is_file() and sha256(cached) == digest
     published.unlink()  # the second time, the cache answers
-    assert T.load_pretrained(url, sha256=digest)["epoch"] == 1
+    assert C.load_pretrained(url, sha256=digest)["epoch"] == 1
 
 
 def test_every_shipped_checkpoint_matches_its_sha256():
-    for name, shipped in T.SHIPPED_CHECKPOINTS.items():
+    for name, shipped in C.SHIPPED_CHECKPOINTS.items():
         assert len(shipped.sha256) == 64 and int(shipped.sha256, 16) >= 0, name
-        path = T.CHECKPOINTS_DIR / shipped.path
+        path = C.CHECKPOINTS_DIR / shipped.path
         assert path.is_file(), f"{name}: {path} is missing"
         assert sha256(path) == shipped.sha256, f"{name}: update its sha256 in SHIPPED_CHECKPOINTS"
 
@@ -290,13 +292,13 @@ def test_every_shipped_checkpoint_matches_its_sha256():
 
 
 def test_imagenet_weights_offline_say_which_file_to_put_where(offline_hub):
-    with pytest.raises(T.PretrainedNotFoundError) as missing:
+    with pytest.raises(C.PretrainedNotFoundError) as missing:
         T.imagenet_state_dict(18, progress=False)
     message = str(missing.value)
     assert RESNET18_URL in message
     assert str(offline_hub / "checkpoints" / "resnet18-f37072fd.pth") in message
-    with pytest.raises(T.PretrainedNotFoundError, match="put it at"):
-        T.load_pretrained("https://example.org/full.pt", sha256="ab" * 32)
+    with pytest.raises(C.PretrainedNotFoundError, match="put it at"):
+        C.load_pretrained("https://example.org/full.pt", sha256="ab" * 32)
 
 
 def test_imagenet_weights_placed_by_hand_are_used_offline(offline_hub):
@@ -329,17 +331,17 @@ def test_select_classes_relabels_in_the_given_order():
         np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((1, 32, 32, 3), np.uint8),
         labels,
     )
-    vehicles = T.select_classes(data, T.VEHICLES)
+    vehicles = D.select_classes(data, T.VEHICLES)
     assert vehicles.classes == T.VEHICLES and len(vehicles) == 8
     names = [data.classes[label] for label in labels[vehicles.images[:, 0, 0, 0]]]
     assert names == [T.VEHICLES[label] for label in vehicles.labels]
     with pytest.raises(ValueError, match="unknown classes"):
-        T.select_classes(data, ["unicorn"])
+        D.select_classes(data, ["unicorn"])
 
 
 def test_resized_batches():
     batches = [(torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))]
-    ((images, labels),) = T.Resized(batches, 64)
+    ((images, labels),) = D.Resized(batches, 64)
     assert images.shape == (2, 3, 64, 64) and labels.tolist() == [0, 1]
 
 
@@ -450,8 +452,8 @@ def test_cli_linear_probe_from_a_checkpoint(cifar_root: Path, tmp_path: Path):
 def test_the_shipped_cpu_checkpoint_scores_what_its_metrics_say(cifar_root: Path):
     """The course ships it (README, notebooks 06 and 08): a missing one is a failure. Its run
     tested it on another machine's kernels, so the predictions may differ on near ties."""
-    assert "cpu" in T.SHIPPED_CHECKPOINTS, "the shipped 'cpu' checkpoint is not registered"
-    state = T.load_pretrained("cpu")
+    assert "cpu" in C.SHIPPED_CHECKPOINTS, "the shipped 'cpu' checkpoint is not registered"
+    state = C.load_pretrained("cpu")
     cfg = TrainConfig.from_dict(state["config"])
     assert not cfg.amp, "this test compares float32 scores"
     model = build_model(replace(cfg, init="scratch", freeze_backbone=False), len(state["classes"]))
@@ -459,7 +461,7 @@ def test_the_shipped_cpu_checkpoint_scores_what_its_metrics_say(cifar_root: Path
     splits = cifar10_splits(cifar_root, val_size=cfg.val_size, seed=cfg.seed, smoke=False)
     *_, test_loader = build_loaders(splits, cfg, state["mean"], state["std"], torch.device("cpu"))
     pred = predict(model, test_loader, "cpu", cfg.channels_last, cfg.amp, cfg.tta)
-    recorded = json.loads((T.CHECKPOINTS_DIR / "cpu" / "metrics.json").read_text())
+    recorded = json.loads((C.CHECKPOINTS_DIR / "cpu" / "metrics.json").read_text())
     assert len(pred) == 10_000
     assert_accuracy_agrees(recorded["test_accuracy"], pred.logits, pred.labels)
 
@@ -473,14 +475,14 @@ def test_ship_checkpoint_keeps_float32_weights_and_the_runs_record(tmp_path, mon
     state["model"] = {k: v.double() if v.is_floating_point() else v for k, v in state["model"].items()}
     save_checkpoint(run / "best.pt", **state)
     with pytest.raises(FileNotFoundError, match="metrics.json, history.csv"):
-        T.ship_checkpoint(run, "tiny", tmp_path / "checkpoints")
+        C.ship_checkpoint(run, "tiny", tmp_path / "checkpoints")
     command = "python -m course_utils train --preset cpu --seed 0"
     (run / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5, "command": command}))
     (run / "history.csv").write_text("epoch,val_acc\n1,0.5\n")
 
-    shipped = T.ship_checkpoint(run, "tiny", tmp_path / "checkpoints")
+    shipped = C.ship_checkpoint(run, "tiny", tmp_path / "checkpoints")
     folder = tmp_path / "checkpoints" / "tiny"
-    assert shipped == T.Shipped("tiny/best.pt", sha256(folder / "best.pt"))
+    assert shipped == C.Shipped("tiny/best.pt", sha256(folder / "best.pt"))
     assert (folder / "command").read_text() == command + "\n"
     assert (folder / "history.csv").read_text() == (run / "history.csv").read_text()
     saved = torch.load(folder / "best.pt", weights_only=True)
@@ -489,6 +491,6 @@ def test_ship_checkpoint_keeps_float32_weights_and_the_runs_record(tmp_path, mon
         assert saved["model"][key].dtype == (torch.float32 if value.is_floating_point() else value.dtype)
         assert torch.allclose(saved["model"][key].double(), value.double()), key
 
-    monkeypatch.setattr(T, "CHECKPOINTS_DIR", tmp_path / "checkpoints")
-    monkeypatch.setitem(T.SHIPPED_CHECKPOINTS, "tiny", shipped)
-    T.load_pretrained("tiny", model=build_model(cfg, 10))  # by name, sha256 checked
+    monkeypatch.setattr(C, "CHECKPOINTS_DIR", tmp_path / "checkpoints")
+    monkeypatch.setitem(C.SHIPPED_CHECKPOINTS, "tiny", shipped)
+    C.load_pretrained("tiny", model=build_model(cfg, 10))  # by name, sha256 checked
