@@ -5,22 +5,22 @@ imports only from layers with smaller numbers (``tests/test_layering.py`` checks
 imports made inside functions too), so the package has no import cycles. From the bottom up:
 
 - layer 1, ``models``: residual blocks, the ResNet family, memory layout (notebooks 03-04)
-- layer 2, ``config``: paths, smoke mode, seeding, devices; ``TrainConfig`` and the presets (00, 05)
+- layer 2, ``config``: paths, smoke mode, seeds, devices; ``TrainConfig``, presets (00, 05)
 - layer 3, ``data``: CIFAR-10 loading, statistics, augmentation, DataLoaders (notebooks 01-02)
-- layer 3, ``checkpoints``: saving atomically, loading safely, architecture checks (notebook 05)
+- layer 3, ``checkpoints``: save atomically, load safely, shipped ones by sha256 (05, 08)
 - layer 4, ``evaluation``: the evaluation loop, predictions, metrics, t-SNE (notebook 06)
-- layer 4, ``transfer``: shipped and pretrained weights, linear probe and fine-tuning (notebook 08)
+- layer 4, ``transfer``: pretrained weights, a new head, probe and fine-tuning (notebook 08)
 - layer 4, ``plotting``: the figures of every notebook
-- layer 5, ``distributed``: the same run on several GPUs, under ``torchrun`` (notebook 05, README)
-- layer 6, ``training``: the optimizer, the schedule, the loop, early stopping, ``fit`` (notebook 05)
+- layer 5, ``distributed``: the same run on several GPUs, under ``torchrun`` (README)
+- layer 6, ``training``: optimizer, schedule, the loop, early stopping, ``fit`` (notebook 05)
 - layer 7, ``budget``: how many steps fit in a time budget on this machine (notebook 05)
-- layer 7, ``machine``: the environment report, a measured epoch time, the no-GPU warning (notebook 00)
+- layer 7, ``machine``: the environment report, an epoch's time, the no-GPU warning (00)
 - layer 7, ``diagnostics``: the learning-rate range test, calibration, Grad-CAM (notebook 09)
-- layer 8, ``run``: one run from configuration to report, the pipeline behind ``train`` (notebook 05)
+- layer 8, ``run``: one run from configuration to report, behind ``train`` (notebook 05)
 - layer 9, ``experiments``: grids of runs over seeds, and analyses of them (notebook 07)
 - layer 9, ``exercises``: the self-checks after each exercise
 - layer 9, ``release``: the student notebooks, made from the solutions
-- layer 10, ``cli``: ``python -m course_utils``, which parses flags and calls ``run`` or ``experiments``
+- layer 10, ``cli``: ``python -m course_utils``: parses flags, calls ``run`` or ``experiments``
 
 Importing the package does nothing but define names: no downloads, prints, seeding or device probing.
 """

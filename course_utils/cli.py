@@ -33,17 +33,10 @@ from typing import Any
 
 import torch
 
-from course_utils import run
 from course_utils.budget import BudgetError
 from course_utils.checkpoints import CheckpointError, load_checkpoint, ship_checkpoint
-from course_utils.config import (
-    flag_name,
-    get_device,
-)
-from course_utils.data import (
-    DataFormatError,
-    DataNotFoundError,
-)
+from course_utils.config import flag_name, get_device
+from course_utils.data import DataFormatError, DataNotFoundError
 from course_utils.distributed import (
     DistributedSetupError,
     process_group,
@@ -56,7 +49,7 @@ from course_utils.experiments import (
     run_experiment,
     summarize,
 )
-from course_utils.run import train_and_report
+from course_utils.run import config_from_preset, train_and_report
 from course_utils.training import (
     PRESETS,
     ConfigError,
@@ -67,6 +60,7 @@ from course_utils.training import (
 #: TrainConfig fields with a flag written by hand instead of generated: ``--smoke`` also shrinks
 #: the preset (``smoke_config``), so it is more than a field's value.
 HAND_WRITTEN_FLAGS = {"smoke"}
+
 
 def _parse_optional_int(text: str) -> int | None:
     return None if text.lower() == "none" else int(text)
@@ -236,13 +230,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def resolve_config(args: argparse.Namespace, device: torch.device) -> tuple[TrainConfig, str]:
-    """The run's configuration from the flags: :func:`course_utils.run.resolve_config` with the
+    """The run's configuration from the flags: :func:`course_utils.run.config_from_preset` with the
     preset and the fields set on the command line.
 
     Raises:
         ConfigError: a flag's value is out of range (naming the field).
     """
-    return run.resolve_config(args.preset, _overrides(args), device, smoke=args.smoke)
+    return config_from_preset(args.preset, _overrides(args), device, smoke=args.smoke)
 
 
 def _resumed_config(args: argparse.Namespace) -> tuple[TrainConfig, str, Path]:

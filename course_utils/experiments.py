@@ -41,7 +41,7 @@ from course_utils.diagnostics import (
     negative_log_likelihood,
 )
 from course_utils.evaluation import Predictions, predict
-from course_utils.run import resolve_config, train_and_report
+from course_utils.run import config_from_preset, train_and_report
 from course_utils.training import model_from_checkpoint
 
 #: The small-data setting of the regularization, schedule and normalization grids: a stratified
@@ -214,8 +214,9 @@ def run_experiment(
             elif minutes is not None:
                 changes = {**changes, "minutes": minutes}
             args = ["train", "--preset", "cpu", "--seed", str(seed), "--out", str(folder),
-                    "--no-progress", *run_flags(changes), *(["--smoke"] if smoke else [])]  # fmt: skip
-            cfg, label = resolve_config("cpu", {**changes, "seed": seed}, device, smoke=smoke)
+                    "--no-progress", *run_flags(changes)]  # fmt: skip
+            args += ["--smoke"] if smoke else []
+            cfg, label = config_from_preset("cpu", {**changes, "seed": seed}, device, smoke=smoke)
             twin = None if (folder / "metrics.json").is_file() else finished_twin(cfg, folder)
             if twin is None and (folder / SAME_RUN).is_file():  # found as a twin before
                 twin = _same_run(folder)
@@ -582,8 +583,8 @@ def seeds_in(table: pd.DataFrame) -> int:
 
 def read_table(name: str, results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
     """The committed table ``results/experiments/NAME.csv``, checked against what notebook 07
-    needs of it (:data:`NOTEBOOK_07_TABLES`, :data:`NOTEBOOK_09_TABLES`). Installed without the tables (``pip install`` on
-    Colab), it reads the course's own from its repository.
+    needs of it (:data:`NOTEBOOK_07_TABLES`, :data:`NOTEBOOK_09_TABLES`). Installed without the
+    tables (``pip install`` on Colab), it reads the course's own from its repository.
 
     Raises:
         FileNotFoundError: the table is missing; the message gives the command that makes it.

@@ -2,8 +2,8 @@
 
 :func:`train_and_report` loads the data, builds the model, fits it (within a time budget if the
 configuration has one), tests the best checkpoint once, and writes the run folder: checkpoints,
-``history.csv``, ``metrics.json`` and figures. :func:`resolve_config` makes the configuration from
-a preset and the fields to change. The command line (:mod:`course_utils.cli`) parses flags into
+``history.csv``, ``metrics.json`` and figures. :func:`config_from_preset` makes the configuration
+from a preset and the fields to change. The command line (:mod:`course_utils.cli`) parses flags into
 these two calls; the experiment grids (:mod:`course_utils.experiments`) make the same calls for
 every run of a grid, without going through the command line.
 
@@ -64,7 +64,7 @@ from course_utils.plotting import mistakes_gallery, plot_confusion, plot_history
 from course_utils.training import FitResult, build_model, choose_threads, cpu_threads, fit
 
 
-def resolve_config(
+def config_from_preset(
     preset: str | None,
     changes: dict[str, Any],
     device: torch.device,
@@ -151,8 +151,8 @@ def train_and_report(
 ) -> dict[str, Any] | None:
     """Train, test the best checkpoint once, write the run folder; return its metrics.
 
-    ``cfg`` comes from :func:`resolve_config` (or a resumed run), ``label`` names it in the report
-    (the preset), and ``device`` is this process's (under torchrun, its own GPU, or the CPU).
+    ``cfg`` comes from :func:`config_from_preset` (or a resumed run), ``label`` names it in the
+    report (the preset), and ``device`` is this process's (under torchrun, its own GPU, or the CPU).
     ``out_dir`` defaults to ``runs/LABEL-DATE-TIME``; ``resume`` is a ``last.pt`` to continue
     from; ``command`` is recorded in ``metrics.json``. Returns ``None`` in the processes other
     than rank 0 under torchrun (rank 0 alone writes the report).

@@ -234,14 +234,14 @@ assert gap < 0.01  # the suggestion is within a point of the best (measured: und
 assert (ends > 0.01).all()  # both ends lose more than a point (measured: about 2 each)
 
 # %% [markdown]
-# **What the sweep shows.** After 2 epochs, the peak learning rates 0.2 and 0.4 train equally
-# well (within a few tenths of a point on validation, less than the spread between two seeds);
-# halving to 0.1 or doubling again to 0.8 costs about 2 points. The range test's suggestions
-# land at the plateau's lower edge, next to the preset's 0.2: here the rule of thumb picked a good learning
-# rate in a few hundred steps, where the sweep needed eight runs of two epochs. The plateau is
-# wide, a factor of 2 either way around its middle, which is typical of networks with BatchNorm:
-# the normalization makes the scale of the weights matter less, so a range of learning rates
-# trains about equally well.
+# **What the sweep shows.** After 2 epochs, the peak learning rates 0.2 and 0.4 train equally well
+# (within a few tenths of a point on validation, less than the spread between two seeds); halving to
+# 0.1 or doubling again to 0.8 costs about 2 points. The range test's suggestions land at the lower
+# edge of that flat top, next to the preset's 0.2: here the rule of thumb picked a good learning
+# rate in a few hundred steps, where the sweep needed eight runs of two epochs. A flat top a factor
+# of 2 wide is not unusual with BatchNorm: it makes a layer's output independent of the scale of the
+# weights before it, and the weights' own growth then shrinks the effective step by itself (Arora,
+# Li and Lyu 2019, "Theoretical Analysis of Auto Rate-Tuning by Batch Normalization").
 #
 # Note what the sweep held fixed: the schedule (warm-up for 23% of the steps, then a linear
 # decay), the weight decay, the batch size and the length of the run. At 15 minutes instead of 2

@@ -11,7 +11,7 @@ import torch
 from course_utils.config import PRESETS, smoke_config
 from course_utils.data import cifar10_splits
 from course_utils.models import model_architecture, resnet18
-from course_utils.run import resolve_config, setup_run
+from course_utils.run import config_from_preset, setup_run
 
 
 def test_setup_run_gives_the_splits_statistics_loaders_and_model(cifar_root: Path):
@@ -29,10 +29,10 @@ def test_setup_run_gives_the_splits_statistics_loaders_and_model(cifar_root: Pat
     assert model_architecture(run.model) == expected
 
 
-def test_resolve_config_applies_the_changes_on_the_preset(monkeypatch: pytest.MonkeyPatch):
+def test_config_from_preset_applies_the_changes_on_the_preset(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("COURSE_SMOKE", raising=False)
-    cfg, label = resolve_config("cpu", {"lr": 0.05, "amp": False}, torch.device("cpu"))
+    cfg, label = config_from_preset("cpu", {"lr": 0.05, "amp": False}, torch.device("cpu"))
     assert label == "cpu" and cfg.lr == 0.05 and not cfg.amp
     assert cfg.width == PRESETS["cpu"].width  # everything else is the preset's
-    smoke, label = resolve_config("cpu", {}, torch.device("cpu"), smoke=True)
+    smoke, label = config_from_preset("cpu", {}, torch.device("cpu"), smoke=True)
     assert label == "cpu-smoke" and smoke.smoke
