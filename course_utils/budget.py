@@ -86,7 +86,8 @@ def measure_throughput(
                         channels_last=cfg.channels_last)  # fmt: skip
 
     def validate(batches: Iterable[Any]) -> None:
-        evaluate(trial, batches, device, cfg.amp, cfg.channels_last, cfg.tta)  # TTA: 2 passes
+        evaluate(trial, batches, device, channels_last=cfg.channels_last, amp=cfg.amp,
+                 tta=cfg.tta)  # TTA: 2 passes  # fmt: skip
 
     def seconds_per_batch(run: Callable[[Iterable[Any]], None], loader: Any) -> float:
         run(itertools.islice(loader, WARMUP_BATCHES))  # the first batches are slower

@@ -73,6 +73,7 @@ def predict(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str,
+    *,
     channels_last: bool = True,
     amp: bool = False,
     tta: bool = False,
@@ -95,7 +96,8 @@ def predict(
     Explained in notebook 06.
     """
     function = flip_averaged(model) if tta else model
-    logits, labels = run_in_eval_mode(model, loader, device, channels_last, amp, function)
+    logits, labels = run_in_eval_mode(model, loader, device, channels_last=channels_last, amp=amp,
+                                      function=function)  # fmt: skip
     return Predictions(logits, labels)  # logits (N, num_classes)
 
 
@@ -122,6 +124,7 @@ def run_in_eval_mode(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str,
+    *,
     channels_last: bool = True,
     amp: bool = False,
     function: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -242,6 +245,7 @@ def extract_features(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str,
+    *,
     channels_last: bool = True,
     amp: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +261,8 @@ def extract_features(
     """
     if not hasattr(model, "forward_features"):
         raise TypeError(f"{type(model).__name__} has no forward_features(); use a course ResNet")
-    return run_in_eval_mode(model, loader, device, channels_last, amp, model.forward_features)
+    return run_in_eval_mode(model, loader, device, channels_last=channels_last, amp=amp,
+                            function=model.forward_features)  # fmt: skip
 
 
 def tsne_embedding(

@@ -405,7 +405,7 @@ class _TrainedRun:
         images, labels = self.splits[split]
         batches = [(images[i : i + batch_size], labels[i : i + batch_size])
                    for i in range(0, len(labels), batch_size)]  # fmt: skip
-        return predict(self.model, batches, "cpu", self.cfg.channels_last, tta=tta)
+        return predict(self.model, batches, "cpu", channels_last=self.cfg.channels_last, tta=tta)
 
     def probabilities(self, tta: bool = False) -> torch.Tensor:
         """Softmax ``(N, classes)`` on the test images."""

@@ -178,7 +178,8 @@ def train_and_report(
 
         # The test set, once, with the weights chosen on the validation set.
         load_checkpoint(result.best_checkpoint, run.model, map_location=device)
-        pred = predict(run.model, run.test_loader, device, cfg.channels_last, cfg.amp, cfg.tta)
+        pred = predict(run.model, run.test_loader, device, channels_last=cfg.channels_last,
+                       amp=cfg.amp, tta=cfg.tta)  # fmt: skip
         pred = gather_predictions(pred)  # torchrun: every process's slice of the test set
     if not is_main_process():  # torchrun: rank 0 alone writes the report
         return None

@@ -409,6 +409,7 @@ def train_one_epoch(
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
     device: torch.device | str,
+    *,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     scaler: torch.amp.GradScaler | None = None,
     amp: bool = False,
@@ -494,8 +495,9 @@ def evaluate(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device | str,
-    amp: bool = False,
+    *,
     channels_last: bool = True,
+    amp: bool = False,
     tta: bool = False,
 ) -> EpochStats:
     """Mean cross-entropy and accuracy of ``model`` on ``loader``, without changing the model.
@@ -965,7 +967,8 @@ def _epoch(
         scheduler.step()  # the other schedules count epochs
     broadcast_buffers(run.model, run.ema)  # torchrun: rank 0's BatchNorm statistics everywhere
     validation_start = time.perf_counter()
-    val = evaluate(run.eval_model, val_loader, device, cfg.amp, cfg.channels_last, cfg.tta)
+    val = evaluate(run.eval_model, val_loader, device, channels_last=cfg.channels_last,
+                   amp=cfg.amp, tta=cfg.tta)  # fmt: skip
     if not math.isfinite(val.loss):
         raise NonFiniteLossError(
             f"the validation loss is {val.loss}: the weights diverged. Try a lower learning "

@@ -802,7 +802,8 @@ assert result.last_checkpoint.stat().st_size > result.best_checkpoint.stat().st_
 # %%
 rebuilt = build_model(TrainConfig.from_dict(best["config"]))
 load_checkpoint(result.best_checkpoint, rebuilt)
-rechecked = evaluate(rebuilt, val_loader, device, cfg.amp, cfg.channels_last, cfg.tta)
+rechecked = evaluate(rebuilt, val_loader, device, channels_last=cfg.channels_last, amp=cfg.amp,
+                     tta=cfg.tta)
 recorded = history.loc[history["epoch"] == best["epoch"], "val_acc"].item()
 print(f"best.pt on the validation set: {rechecked.accuracy:.2%} (history: {recorded:.2%})")
 assert abs(rechecked.accuracy - recorded) <= 2 / len(splits.val)  # equal, up to GPU float rounding

@@ -420,7 +420,8 @@ mistakes.assign(label=[classes[i] for i in mistakes["label"]],
 # First the features of every test image, and a check that they are what the last layer sees:
 
 # %%
-features, feature_labels = extract_features(model, test_loader, device, cfg.channels_last)
+features, feature_labels = extract_features(model, test_loader, device,
+                                            channels_last=cfg.channels_last)
 print(f"features: {features.shape} (images, feature dimensions)")
 
 # Sanity check: same order as the predictions, and the final linear layer applied to the features
