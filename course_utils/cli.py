@@ -155,8 +155,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in metrics.json
-    if args.command == "experiment":
-        return experiment_command(args)
     if args.command == "ship":
         return ship_command(args.run, args.name)
     if args.command == "presets":
@@ -164,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name}: {json.dumps(cfg.to_dict())}")
         return 0
     try:
+        if args.command == "experiment":  # its runs fail with the same messages as train's
+            return experiment_command(args)
         # Under torchrun: join the other processes, one device each; rank 0 alone prints.
         with process_group(get_device(args.device)) as device, quiet_unless_main():
             return train_command(args, device)
@@ -188,11 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def experiment_command(args: argparse.Namespace) -> int:
     """``python -m course_utils experiment NAME``: a grid of runs, or an analysis of them."""
     if args.name in ANALYSES:
-        try:
-            table = run_analysis(args.name, args.smoke)
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        table = run_analysis(args.name, args.smoke)
         print(
             table.drop(columns=["machine", "date", "torch", "command"])
             .round(4)

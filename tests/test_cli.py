@@ -146,6 +146,19 @@ def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path: Path, capsys):
     assert f"CIFAR-10 not found in {tmp_path}" in capsys.readouterr().err
 
 
+def test_an_analysis_without_its_runs_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+):
+    from course_utils import experiments
+
+    monkeypatch.setitem(experiments.EXPERIMENTS, "never-run", {"one": {}})
+    monkeypatch.setitem(experiments.ANALYSES, "of-never-run", (("never-run",), len))
+    status = main(["experiment", "of-never-run"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "python -m course_utils experiment never-run" in error and "run that first" in error
+
+
 def test_every_setting_has_one_flag_with_its_help():
     """The flags are generated from TrainConfig: a new field cannot be forgotten on the command
     line, and its help text is the one written beside the field."""
