@@ -70,10 +70,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from IPython.display import display
 
-from course_utils.config import get_device, is_smoke, set_seed
-from course_utils.data import build_loaders, cifar10_splits, compute_mean_std, eval_transform
 from course_utils.checkpoints import pretrained_file
+from course_utils.config import get_device, is_smoke
+from course_utils.data import build_loaders, cifar10_splits, eval_transform
 from course_utils.diagnostics import (
     ECE_BINS,
     activations_and_gradients,
@@ -90,13 +91,8 @@ from course_utils.exercises import check_ece, check_grad_cam_map, check_temperat
 from course_utils.experiments import RECIPE_2026_12, read_table
 from course_utils.models import to_device
 from course_utils.plotting import heatmap_gallery, plot_range_test, reliability_diagram
-from course_utils.training import (
-    PRESETS,
-    TrainConfig,
-    build_model,
-    model_from_checkpoint,
-    smoke_config,
-)
+from course_utils.run import setup_run
+from course_utils.training import PRESETS, TrainConfig, model_from_checkpoint, smoke_config
 
 device = get_device()
 SMOKE = is_smoke()  # COURSE_SMOKE=1: a small real subset and few steps (CI), same code path
@@ -134,13 +130,10 @@ cfg = replace(PRESETS["cpu"], **RECIPE_2026_12)
 range_steps = 300
 if SMOKE:
     cfg, range_steps = smoke_config(cfg), 40
-set_seed(cfg.seed)
-splits = cifar10_splits(val_size=cfg.val_size, seed=cfg.seed, download=True)
-train_mean, train_std = compute_mean_std(splits.train.images)
-train_loader, _, _ = build_loaders(splits, cfg, train_mean, train_std, device)
+setup = setup_run(cfg, device, download=True)  # seed, data, statistics, loaders, a fresh model
 
 start = time.perf_counter()
-range_test = lr_range_test(build_model(cfg), train_loader, cfg, device, steps=range_steps)
+range_test = lr_range_test(setup.model, setup.train_loader, cfg, device, steps=range_steps)
 print(f"{len(range_test.lrs)} steps in {time.perf_counter() - start:.0f} s; lowest smoothed loss "
       f"at lr {range_test.lr_at_minimum:.3g}, so the suggestion is {range_test.suggestion:.3g}"
       + (" (the loss diverged, which stopped the test)" if range_test.diverged else ""))
@@ -150,7 +143,10 @@ fig = plot_range_test(range_test.lrs, range_test.losses, range_test.smoothed,
 # %% [markdown]
 # Read the curve from left to right: flat (the steps are too small to matter), then falling, then
 # flat again and noisy, and at the right end, if the test got that far, rising. The gray line is
-# what the smoothing hides: one batch's loss jumps by several tenths from step to step.
+# what the smoothing hides: one batch's loss jumps by several tenths from step to step. On this
+# network the curve is not that clean: between about 0.1 and 0.3 it rises a little and then falls
+# again, to a lowest point near lr 2 that is barely below the level it had already reached near
+# 0.05. The rule takes the lowest point, wherever it is.
 #
 # The same test on two seeds, run on a machine with the full data (`python
 # benchmarks/lr_range_test.py --seeds 0 1`), is committed as a table. Its curves show how much of
