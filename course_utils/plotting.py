@@ -410,11 +410,13 @@ def plot_range_test(
     smoothed: np.ndarray,
     suggestion: float,
     marks: Mapping[str, float] | None = None,
+    diverged: bool = False,
     save: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """The learning-rate range test (``diagnostics.lr_range_test``): loss against learning rate
-    (log scale), raw and smoothed, with the lowest smoothed loss, the ``suggestion`` and any other
-    learning rates (``marks``, label -> lr) marked. Explained in notebook 09."""
+    (log scale), raw and smoothed, with the lowest smoothed loss, the ``suggestion``, any other
+    learning rates (``marks``, label -> lr), and where the loss diverged (the last step, if
+    ``diverged``). Explained in notebook 09."""
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(lrs, losses, color="lightgray", lw=1, label="loss of each batch")
     ax.plot(lrs, smoothed, color="tab:blue", lw=2, label="smoothed")
@@ -425,8 +427,12 @@ def plot_range_test(
     for (name, lr), color in zip((marks or {}).items(), ("tab:purple", "tab:orange", "tab:brown")):
         ax.axvline(lr, color=color, ls="--", lw=1.5, label=f"{name} (lr {lr:g})")
     top = max(smoothed[0], smoothed[low]) * 1.6  # a diverged loss would squash the rest
+    if diverged:  # the step that stopped the test
+        ax.axvline(lrs[-1], color="black", lw=1.5, label=f"diverged (lr {lrs[-1]:.2g})")
+    ending = "" if diverged else f": no divergence up to lr {lrs[-1]:.2g}"
+    title = "learning-rate range test" + ending
     ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", ylim=(None, top),
-           title="learning-rate range test")  # fmt: skip
+           title=title)  # fmt: skip
     ax.legend(fontsize=8)
     return _finish(fig, save)
 

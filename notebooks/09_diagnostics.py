@@ -138,7 +138,8 @@ print(f"{len(range_test.lrs)} steps in {time.perf_counter() - start:.0f} s; lowe
       f"at lr {range_test.lr_at_minimum:.3g}, so the suggestion is {range_test.suggestion:.3g}"
       + (" (the loss diverged, which stopped the test)" if range_test.diverged else ""))
 fig = plot_range_test(range_test.lrs, range_test.losses, range_test.smoothed,
-                      range_test.suggestion, marks={"the preset's peak": PRESETS["cpu"].lr})
+                      range_test.suggestion, marks={"the preset's peak": PRESETS["cpu"].lr},
+                      diverged=range_test.diverged)
 
 # %% [markdown]
 # Read the curve from left to right: flat (the steps are too small to matter), then falling, then

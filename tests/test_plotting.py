@@ -16,15 +16,19 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from course_utils.data import CIFAR10_CLASSES, CIFAR10Arrays, train_transform
+from course_utils.diagnostics import reliability_table
 from course_utils.plotting import (
     MISTAKE_COLOR,
     augmentation_grid,
     class_balance,
+    heatmap_gallery,
     image_grid,
     mistakes_gallery,
     plot_confusion,
     plot_experiment,
     plot_history,
+    plot_range_test,
+    reliability_diagram,
     tsne_scatter,
 )
 
@@ -181,3 +185,36 @@ def test_plot_experiment_draws_means_spreads_and_every_seed(tmp_path: Path):
     solid_a = ax_curves.lines[0]
     np.testing.assert_allclose(solid_a.get_ydata(), [60, 40])  # mean of a's two training curves
     assert [t.get_text() for t in ax_test.get_yticklabels()] == ["a", "b"]
+
+
+def test_range_test_plot_marks_the_minimum_the_suggestion_and_a_divergence(tmp_path: Path):
+    lrs = np.geomspace(1e-4, 10, 50)
+    losses = 2.3 - np.log10(lrs / 1e-4) * 0.1
+    losses[-5:] += np.arange(1, 6)  # blows up at the end
+    fig = plot_range_test(lrs, losses, losses, 0.05, marks={"preset": 0.2}, diverged=True,
+                          save=tmp_path / "range.png")  # fmt: skip
+    labels = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert any(label.startswith("diverged") for label in labels)
+    assert "suggestion (lr 0.05)" in labels and "preset (lr 0.2)" in labels
+    assert (tmp_path / "range.png").read_bytes()[:8] == PNG_MAGIC
+    calm = plot_range_test(lrs, losses, losses, 0.05)
+    assert "no divergence" in calm.axes[0].get_title()
+
+
+def test_reliability_diagram_has_one_panel_per_table():
+    logits = np.log(np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]]))
+    table = reliability_table(logits, np.array([0, 1, 1, 1]), bins=5)
+    fig = reliability_diagram({"a": table, "b": table})
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in titled] == ["a", "b"]
+    heights = [p.get_height() for p in titled[0].patches[:5]]  # the accuracy bars
+    assert np.allclose(heights, table["accuracy"].fillna(0))
+
+
+def test_heatmap_gallery_shows_each_image_twice_with_its_map():
+    images = torch.rand(3, 3, 32, 32)
+    maps = torch.rand(3, 32, 32)
+    fig = heatmap_gallery(images, maps, ["x", "y", "z"], mean=None, std=None, ncols=2)
+    assert len(fig.axes) == 2 * 2 * 2  # 2 rows of images, each above its row of maps
+    assert sum(len(ax.images) for ax in fig.axes) == 3 + 2 * 3  # image, image + map
+
