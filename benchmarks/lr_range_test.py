@@ -20,11 +20,10 @@ import sys
 import pandas as pd
 import torch
 
-from course_utils.config import get_device, set_seed
-from course_utils.data import build_loaders, cifar10_splits, compute_mean_std
+from course_utils.config import PRESETS, get_device
 from course_utils.diagnostics import lr_range_test
 from course_utils.experiments import RECIPE_2026_12, RESULTS_DIR, provenance
-from course_utils.training import PRESETS, build_model
+from course_utils.run import setup_run
 
 TABLE = RESULTS_DIR / "lr-range-test.csv"
 
@@ -32,11 +31,8 @@ TABLE = RESULTS_DIR / "lr-range-test.csv"
 def range_test_rows(seed: int, steps: int, device: torch.device) -> list[dict]:
     """One seed's range test, one row per step."""
     cfg = dataclasses.replace(PRESETS["cpu"], **RECIPE_2026_12, seed=seed)
-    set_seed(seed)
-    splits = cifar10_splits(None, cfg.val_size, cfg.seed)
-    mean, std = compute_mean_std(splits.train.images)
-    train_loader, _, _ = build_loaders(splits, cfg, mean, std, device)
-    result = lr_range_test(build_model(cfg), train_loader, cfg, device, steps=steps)
+    run = setup_run(cfg, device)  # seed, data, statistics, loaders, a fresh model
+    result = lr_range_test(run.model, run.train_loader, cfg, device, steps=steps)
     stopped = " (stopped: diverged)" if result.diverged else ""
     print(f"seed {seed}: lowest smoothed loss at lr {result.lr_at_minimum:.3g}, "
           f"suggestion {result.suggestion:.3g}{stopped}")  # fmt: skip

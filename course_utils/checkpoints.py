@@ -140,7 +140,7 @@ def load_checkpoint(
         )
 
     if model is not None:
-        _load_model_state(path, state, model)
+        load_model_state(path, state, model)
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
@@ -159,7 +159,9 @@ def _first_words(exc: Exception) -> str:
     return f"{type(exc).__name__}: {first[:120]}" if first else type(exc).__name__
 
 
-def _load_model_state(path: Path, state: dict[str, Any], model: nn.Module) -> None:
+def load_model_state(path: str | os.PathLike[str], state: dict[str, Any], model: nn.Module) -> None:
+    """Load a checkpoint already read from ``path`` into ``model``, after checking that it is the
+    network the weights came from (:class:`ArchitectureMismatchError` otherwise)."""
     if "model" not in state:
         raise CheckpointError(f"{path} holds no model weights (no 'model' entry).")
     saved, current = state.get("architecture"), model_architecture(model)

@@ -42,6 +42,7 @@ from course_utils.checkpoints import (
     check_resumable,
     kept_message,
     load_checkpoint,
+    load_model_state,
     save_checkpoint,
 )
 from course_utils.config import (  # PRESETS, ConfigError, smoke_config: importable from here too
@@ -132,10 +133,10 @@ def model_from_checkpoint(
     its weights once the architecture check passes; and the checkpoint itself (its classes,
     normalization statistics, configuration). The network is built without its ``init`` (the
     checkpoint's own weights replace any pretrained ones). Explained in notebook 06."""
-    state = load_checkpoint(path)
+    state = load_checkpoint(path, map_location=map_location)
     cfg = dataclasses.replace(TrainConfig.from_dict(state["config"]), init="scratch")
     model = build_model(cfg, num_classes=len(state["classes"]))
-    load_checkpoint(path, model, map_location=map_location)  # checks the architecture first
+    load_model_state(path, state, model)  # checks the architecture first
     return model, state
 
 
