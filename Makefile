@@ -63,7 +63,7 @@ test: $(DOCS_STAMP)
 # has AVX-512 (the first time, `make test` ran them limited to AVX2).
 TRAIN_TESTS = tests/test_training.py tests/test_cli.py tests/test_memory_format.py \
   tests/test_recipe.py $(wildcard tests/test_experiments.py tests/test_*distributed*.py \
-  tests/test_transfer.py)
+  tests/test_transfer.py tests/test_transfer_experiment.py)
 test-train: $(STAMP)
 	$(PYTEST) --durations=10 $(TRAIN_TESTS)
 

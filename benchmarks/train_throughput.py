@@ -40,7 +40,7 @@ from torchvision import transforms
 from course_utils.config import autocast_dtype, get_device, set_seed
 from course_utils.data import CIFAR10Arrays, Splits, build_loaders, cifar10_splits, compute_mean_std
 from course_utils.models import resnet18, to_device
-from course_utils.training import TrainConfig, build_optimizer, train_one_epoch
+from course_utils.training import TrainConfig, build_optimizer, placement_for, train_one_epoch
 
 SEED_IMAGE_SIZE = 227  # the task statement's Resize((227, 227)), left over from AlexNet
 SEED_ROTATION = 15  # degrees, the task statement's RandomRotation(15)
@@ -112,7 +112,8 @@ def course_loop(
 ) -> tuple[float, float]:
     """(b) images/s of train_one_epoch over real data, ``batches`` batches after a warm-up."""
     mean, std = compute_mean_std(splits.train.images)
-    model = resnet18(width=cfg.width)  # train_one_epoch moves it, in the layout it chooses
+    model = resnet18(width=cfg.width)
+    place = placement_for(model, device, amp=cfg.amp, channels_last=cfg.channels_last)  # as fit
     optimizer = build_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
@@ -120,22 +121,12 @@ def course_loop(
         part = splits.train.subset(np.arange(offset, offset + n_batches * cfg.batch_size))
         return build_loaders(Splits(part, splits.val, splits.test), cfg, mean, std, device)[0]
 
-    train_one_epoch(
-        model,
-        loader_of(warmup, 0),
-        criterion,
-        optimizer,
-        device,
-        amp=cfg.amp,
-        channels_last=cfg.channels_last,
-    )
+    train_one_epoch(model, loader_of(warmup, 0), criterion, optimizer, place)
     loader = loader_of(batches, warmup * cfg.batch_size)
     sync(device)
     rate = Rate()
     rate.start()
-    stats = train_one_epoch(
-        model, loader, criterion, optimizer, device, amp=cfg.amp, channels_last=cfg.channels_last
-    )
+    stats = train_one_epoch(model, loader, criterion, optimizer, place)
     return rate.stop(stats.images)
 
 

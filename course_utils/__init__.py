@@ -17,10 +17,11 @@ imports made inside functions too), so the package has no import cycles. From th
 - layer 7, ``machine``: the environment report, an epoch's time, the no-GPU warning (00)
 - layer 7, ``diagnostics``: the learning-rate range test, calibration, Grad-CAM (notebook 09)
 - layer 8, ``run``: one run from configuration to report, behind ``train`` (notebook 05)
-- layer 9, ``experiments``: grids of runs over seeds, and analyses of them (notebook 07)
+- layer 9, ``transfer_experiment``: pretrain on animals, transfer to vehicles, per seed (08)
 - layer 9, ``exercises``: the self-checks after each exercise
 - layer 9, ``release``: the student notebooks, made from the solutions
-- layer 10, ``cli``: ``python -m course_utils``: parses flags, calls ``run`` or ``experiments``
+- layer 10, ``experiments``: grids of runs over seeds, and analyses of them (notebook 07)
+- layer 11, ``cli``: ``python -m course_utils``: parses flags, calls ``run`` or ``experiments``
 
 Importing the package does nothing but define names: no downloads, prints, seeding or device probing.
 """

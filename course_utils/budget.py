@@ -28,7 +28,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from course_utils.training import TrainConfig, build_optimizer, evaluate, train_one_epoch
+from course_utils.training import (
+    TrainConfig,
+    build_optimizer,
+    evaluate,
+    placement_for,
+    train_one_epoch,
+)
 
 #: Batches run before timing: the first ones allocate memory and pick kernels, and run slower.
 WARMUP_BATCHES = 3
@@ -78,16 +84,15 @@ def measure_throughput(
     does not change the run that follows.
     """
     trial = copy.deepcopy(model)
+    place = placement_for(trial, device, amp=cfg.amp, channels_last=cfg.channels_last)  # as fit
     optimizer = build_optimizer(trial, cfg)
     criterion = nn.CrossEntropyLoss()
 
     def train(batches: Iterable[Any]) -> None:
-        train_one_epoch(trial, batches, criterion, optimizer, device, amp=cfg.amp,
-                        channels_last=cfg.channels_last)  # fmt: skip
+        train_one_epoch(trial, batches, criterion, optimizer, place)
 
     def validate(batches: Iterable[Any]) -> None:
-        evaluate(trial, batches, device, channels_last=cfg.channels_last, amp=cfg.amp,
-                 tta=cfg.tta)  # TTA: 2 passes  # fmt: skip
+        evaluate(trial, batches, place, tta=cfg.tta)  # TTA: 2 passes
 
     def seconds_per_batch(run: Callable[[Iterable[Any]], None], loader: Any) -> float:
         run(itertools.islice(loader, WARMUP_BATCHES))  # the first batches are slower

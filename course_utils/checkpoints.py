@@ -105,6 +105,21 @@ def load_checkpoint(
     Explained in notebook 05.
     """
     path = Path(path)
+    state = _read_checkpoint(path, map_location)
+    if model is not None:
+        load_model_state(path, state, model)
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    return state
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """The checkpoint dictionary in ``path``, read with ``torch.load(weights_only=True)``; every
+    way the file can be wrong (missing, damaged, unsafe, too new) raises with what to do."""
     if not path.is_file():
         raise FileNotFoundError(
             f"No checkpoint at {path}. Check the path, or train first to create it."
@@ -138,15 +153,6 @@ def load_checkpoint(
             f"{path} has checkpoint format {state['format']}, newer than this course_utils reads "
             f"({CHECKPOINT_FORMAT}). Update the course (git pull, then make setup)."
         )
-
-    if model is not None:
-        load_model_state(path, state, model)
-    if optimizer is not None and state.get("optimizer") is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler") is not None:
-        scaler.load_state_dict(state["scaler"])
     return state
 
 
@@ -408,13 +414,8 @@ def load_pretrained(
         map_location: where to put the tensors.
 
     Returns:
-        The checkpoint dictionary (weights, configuration, classes, normalization statistics).
-
-    Example: the network a checkpoint describes, with its weights::
-
-        state = load_pretrained("cpu")
-        model = build_model(TrainConfig.from_dict(state["config"]), len(state["classes"]))
-        model.load_state_dict(state["model"])
+        The checkpoint dictionary (weights, configuration, classes, normalization statistics);
+        ``training.model_from_checkpoint`` builds the network it describes, with its weights.
 
     Explained in notebook 08; notebook 06 evaluates the shipped ``cpu`` checkpoint with it.
     """

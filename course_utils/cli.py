@@ -45,8 +45,10 @@ from course_utils.distributed import (
 from course_utils.experiments import (
     ANALYSES,
     EXPERIMENTS,
+    TRANSFER,
     run_analysis,
     run_experiment,
+    run_transfer_experiment,
     summarize,
 )
 from course_utils.run import config_from_preset, train_and_report
@@ -56,6 +58,7 @@ from course_utils.training import (
     NonFiniteLossError,
     TrainConfig,
 )
+from course_utils.transfer_experiment import summarize_transfer
 
 #: TrainConfig fields with a flag written by hand instead of generated: ``--smoke`` also shrinks
 #: the preset (``smoke_config``), so it is more than a field's value.
@@ -137,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment", help="run a named grid of runs over seeds, or evaluate one's runs again"
     )
     experiment.add_argument(
-        "name", choices=[*EXPERIMENTS, *ANALYSES], help="a grid, or an analysis of finished runs"
+        "name", choices=[*EXPERIMENTS, *ANALYSES, TRANSFER],
+        help="a grid, an analysis of finished runs, or notebook 08's transfer experiment",
     )
     experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="default: 0 1")
     experiment.add_argument("--minutes", type=float, help="time budget of every run")
@@ -194,6 +198,14 @@ def experiment_command(args: argparse.Namespace) -> int:
             .round(4)
             .to_string(max_rows=20)
         )
+        return 0
+    if args.name == TRANSFER:  # counted in epochs and steps: a time budget does not apply
+        if args.minutes is not None:
+            print(f"error: --minutes: the {TRANSFER} experiment runs fixed epochs and steps "
+                  "(course_utils.transfer_experiment); leave --minutes out", file=sys.stderr)
+            return 2
+        table = run_transfer_experiment(args.seeds, args.smoke)
+        print(summarize_transfer(table).round(4).to_string())
         return 0
     table = run_experiment(args.name, args.seeds, args.minutes, args.smoke)
     print(summarize(table).round(4).to_string())

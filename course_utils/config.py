@@ -333,6 +333,11 @@ class TrainConfig:
         CROP_PADDING, "pixels of zero padding around an image before its random crop (tensor loader)",
         valid=NOT_NEGATIVE,
     )  # fmt: skip
+    crop_size: int = setting(
+        32, "side of the random training crop: below 32, training sees parts of images (faster), "
+        "validation and test whole ones (tensor loader)",
+        valid=(lambda v: 8 <= v <= 32, "pixels in [8, 32]"),
+    )  # fmt: skip
     alternate_flip: bool = setting(
         False, "flip each image in every other epoch, not at random (tensor loader)"
     )
@@ -437,6 +442,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
+        if self.minutes == 0:  # `--minutes 0` switches a preset's budget off: one "off" value
+            self.minutes = None
         for f in dataclasses.fields(self):
             value, choices, valid = (
                 getattr(self, f.name),

@@ -660,6 +660,39 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch  # 1,000,003 is a prime above any number of epochs
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """How a :class:`TensorLoader` augments: a random crop of the zero-padded image, then a flip.
+
+    ``TensorLoader(..., augment=True)`` uses the defaults, the standard CIFAR-10 recipe: pad by
+    ``CROP_PADDING`` pixels, crop back to the image's size, flip half the images at random.
+
+    Attributes:
+        crop_padding: pixels of zero padding on each side before the random crop (0: no crop).
+        crop_size: side of the random crop (``None``: the images' own). Smaller crops are cheaper
+            to train on; the network, whose global pooling takes any size, is still evaluated on
+            whole images. (Measured in benchmarks/README.md: they did not pay off for the preset.)
+        alternate_flip: instead of flipping each image with probability 1/2 in every epoch, flip a
+            fixed random half of the images in odd epochs and the other half in even ones, so that
+            every two epochs show each image once each way (Jordan 2024, airbench). The loader's
+            ``epoch`` (set by :func:`set_loader_epoch`) says which half.
+
+    Explained in notebook 02.
+    """
+
+    crop_padding: int = CROP_PADDING
+    crop_size: int | None = None
+    alternate_flip: bool = False
+
+    def crop_side(self, image_side: int) -> int:
+        """The side of the crops taken from images ``image_side`` pixels wide, checked to fit."""
+        side = self.crop_size or image_side
+        if not 0 < side <= image_side + 2 * self.crop_padding:
+            raise ValueError(f"crop_size {self.crop_size} does not fit in an image padded by "
+                             f"{self.crop_padding} pixels on each side")  # fmt: skip
+        return side
+
+
 class TensorLoader:
     """A fast loader for the whole dataset held as one uint8 tensor, augmented in batches.
 
@@ -671,16 +704,12 @@ class TensorLoader:
         data: the split to serve.
         batch_size: examples per batch.
         shuffle: reshuffle every epoch.
-        augment: apply random crop and flip.
+        augment: ``True`` for the usual random crop and flip, an :class:`Augmentation` for other
+            crops or flips, ``False`` for none.
         mean, std: normalization statistics.
         device: where the data is kept and the batches produced.
         seed: seeds the generator that drives shuffling and augmentation.
         drop_last: drop a final incomplete batch.
-        crop_padding: pixels of zero padding on each side before the random crop (0: no crop).
-        alternate_flip: instead of flipping each image with probability 1/2 in every epoch, flip a
-            fixed random half of the images in odd epochs and the other half in even ones, so that
-            every two epochs show each image once each way (Jordan 2024, airbench). ``epoch`` (set
-            by :func:`set_loader_epoch`) says which half.
         rank, world_size: under torchrun, this process's number and the number of processes.
             Each step then takes a global batch of ``batch_size * world_size`` images from a
             shuffle that is the same in every process, draws the crops and flips of all of them,
@@ -697,7 +726,7 @@ class TensorLoader:
         data: CIFAR10Arrays,
         batch_size: int = 128,
         shuffle: bool = False,
-        augment: bool = False,
+        augment: bool | Augmentation = False,
         mean: Sequence[float] = CIFAR10_MEAN,
         std: Sequence[float] = CIFAR10_STD,
         device: torch.device | str = "cpu",
@@ -705,8 +734,6 @@ class TensorLoader:
         drop_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
-        alternate_flip: bool = False,
-        crop_padding: int = CROP_PADDING,
     ) -> None:
         if world_size > 1 and not drop_last:
             raise ValueError(
@@ -718,15 +745,19 @@ class TensorLoader:
         self.images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(self.device)
         self.labels = torch.from_numpy(data.labels).to(self.device)  # (N,)
         self.classes = data.classes
-        self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.generator = torch.Generator().manual_seed(seed)  # on the CPU: works for every device
-        self.epoch, self.crop_padding = 1, crop_padding
+        self.epoch = 1  # set_loader_epoch sets it, for alternate_flip
+        self.augmentation = Augmentation() if augment is True else (augment or None)
+        self.crop_size = self.images.shape[-1]  # whole images, unless the augmentation crops
         self.flipped_in_odd_epochs = None
-        if alternate_flip:  # drawn once, from the seed: the same in every process and epoch
-            draw = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed))
-            self.flipped_in_odd_epochs = draw < 0.5  # (N,) bool
+        if self.augmentation is not None:
+            self.crop_size = self.augmentation.crop_side(self.images.shape[-1])
+            if self.augmentation.alternate_flip:  # drawn once, from the seed: same in every process
+                draw = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed))
+                self.flipped_in_odd_epochs = draw < 0.5  # (N,) bool
         self.dataset = data  # for len(loader.dataset), like a DataLoader
 
     def __len__(self) -> int:
@@ -742,7 +773,7 @@ class TensorLoader:
             batch = order[start : start + step]  # the same in every process
             idx = batch[mine].to(self.device)
             x = self.images[idx]  # (B, 3, 32, 32) uint8
-            if self.augment:
+            if self.augmentation is not None:
                 x = self._crop_and_flip(x, batch, keep=mine)
             x = (x.float() / 255.0 - self.mean) / self.std  # (B, 3, 32, 32) float32
             yield x, self.labels[idx]
@@ -751,16 +782,15 @@ class TensorLoader:
         """Random crops and flips, drawn for all the images ``batch_ids`` of the global batch (the
         same draws in every process), of which ``keep`` are this process's images ``x``."""
         b, _, h, w = x.shape
-        drawn = len(batch_ids)
-        p = self.crop_padding
+        drawn, p, c = len(batch_ids), self.augmentation.crop_padding, self.crop_size
         padded = torch.nn.functional.pad(x, (p, p, p, p))  # (B, 3, H+2p, W+2p), zeros
-        dy = torch.randint(0, 2 * p + 1, (drawn,), generator=self.generator)[keep].to(x.device)
-        dx = torch.randint(0, 2 * p + 1, (drawn,), generator=self.generator)[keep].to(x.device)
-        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
+        dy = torch.randint(0, h + 2 * p - c + 1, (drawn,), generator=self.generator)[keep].to(x.device)
+        dx = torch.randint(0, w + 2 * p - c + 1, (drawn,), generator=self.generator)[keep].to(x.device)
+        rows = (dy[:, None] + torch.arange(c, device=x.device))[:, None, :, None]  # (B, 1, C, 1)
+        cols = (dx[:, None] + torch.arange(c, device=x.device))[:, None, None, :]  # (B, 1, 1, C)
         batch = torch.arange(b, device=x.device)[:, None, None, None]
         channel = torch.arange(3, device=x.device)[None, :, None, None]
-        x = padded[batch, channel, rows, cols]  # (B, 3, H, W)
+        x = padded[batch, channel, rows, cols]  # (B, 3, C, C)
         if self.flipped_in_odd_epochs is None:
             flip = (torch.rand(drawn, generator=self.generator) < 0.5)[keep].to(x.device)
         else:
@@ -796,59 +826,46 @@ def build_loaders(
     batch_size = cfg.per_process_batch_size(world_size)  # cfg.batch_size without torchrun
     val_split = _slice_for(splits.val, rank, world_size)  # all of it for a single process
     test_split = _slice_for(splits.test, rank, world_size)
-    kind = cfg.loader
-    if kind == "auto":
-        kind = "torch" if cfg.rotation else "tensor"
-    if kind == "tensor":
-        if cfg.rotation:
-            raise ValueError(
-                "the tensor loader does not rotate: use --loader torch with --rotation"
-            )
+    if _loader_kind(cfg) == "tensor":
+        augmentation = Augmentation(cfg.crop_padding, cfg.crop_size, cfg.alternate_flip)
         train = TensorLoader(
-            splits.train,
-            batch_size,
-            shuffle=True,
-            augment=True,
-            mean=mean,
-            std=std,
-            device=device,
-            seed=cfg.seed,
-            drop_last=True,
-            rank=rank,
-            world_size=world_size,
-            alternate_flip=cfg.alternate_flip,
-            crop_padding=cfg.crop_padding,
-        )
+            splits.train, batch_size, shuffle=True, augment=augmentation, mean=mean, std=std,
+            device=device, seed=cfg.seed, drop_last=True, rank=rank, world_size=world_size,
+        )  # fmt: skip
         val, test = (
             TensorLoader(part, cfg.eval_batch_size, mean=mean, std=std, device=device)
             for part in (val_split, test_split)
         )
         return train, val, test
-    if cfg.alternate_flip or cfg.crop_padding != CROP_PADDING:
-        raise ValueError(
-            "alternate_flip and crop_padding need the tensor loader (--loader tensor, no --rotation)"
-        )
+    train_images = CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation))
     train = make_loader(
-        CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation)),
-        batch_size,
-        shuffle=True,
-        seed=cfg.seed,
-        num_workers=cfg.num_workers,
-        device=device,
-        drop_last=True,
-        rank=rank,
-        world_size=world_size,
-    )
+        train_images, batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
+        device=device, drop_last=True, rank=rank, world_size=world_size,
+    )  # fmt: skip
     val, test = (
-        make_loader(
-            CIFAR10Dataset(part, eval_transform(mean, std)),
-            cfg.eval_batch_size,
-            num_workers=cfg.num_workers,
-            device=device,
-        )
+        make_loader(CIFAR10Dataset(part, eval_transform(mean, std)), cfg.eval_batch_size,
+                    num_workers=cfg.num_workers, device=device)
         for part in (val_split, test_split)
     )
     return train, val, test
+
+
+def _loader_kind(cfg: TrainConfig) -> str:
+    """``"tensor"`` or ``"torch"``: the loader ``cfg.loader`` names, ``"auto"`` resolved (the
+    tensor loader, unless the run rotates), checked to do the augmentation ``cfg`` asks for."""
+    kind = cfg.loader
+    if kind == "auto":
+        kind = "torch" if cfg.rotation else "tensor"
+    if kind == "tensor" and cfg.rotation:
+        raise ValueError("the tensor loader does not rotate: use --loader torch with --rotation")
+    if kind != "tensor" and (
+        cfg.alternate_flip or cfg.crop_padding != CROP_PADDING or cfg.crop_size != 32
+    ):
+        raise ValueError(
+            "alternate_flip, crop_padding and crop_size need the tensor loader (--loader tensor, "
+            "no --rotation)"
+        )
+    return kind
 
 
 def _slice_for(data: CIFAR10Arrays, rank: int, world_size: int) -> CIFAR10Arrays:

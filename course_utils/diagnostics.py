@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from course_utils.models import to_device
-from course_utils.training import TrainConfig, build_optimizer
+from course_utils.training import TrainConfig, build_optimizer, placement_for
 
 #: Equal-width confidence bins of the calibration error, as in Guo et al. (2017).
 ECE_BINS = 15
@@ -87,7 +86,7 @@ def lr_range_test(
     measurement, not a run to be fast).
     """
     trial = copy.deepcopy(model)
-    memory_format = to_device(trial, device, cfg.channels_last)
+    place = placement_for(trial, device, channels_last=cfg.channels_last)  # float32: no amp
     optimizer = build_optimizer(trial, cfg)
     relative = [group["lr"] / cfg.lr for group in optimizer.param_groups]  # e.g. a backbone's
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -98,8 +97,8 @@ def lr_range_test(
     for step, (images, labels) in zip(range(steps), _forever(loader)):
         for group, factor in zip(optimizer.param_groups, relative):
             group["lr"] = lrs[step] * factor
-        images = images.to(device, memory_format=memory_format)
-        loss = criterion(trial(images), labels.to(device))
+        images = images.to(place.device, memory_format=place.memory_format)
+        loss = criterion(trial(images), labels.to(place.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -43,6 +43,7 @@ from course_utils.diagnostics import (
 from course_utils.evaluation import Predictions, predict
 from course_utils.run import config_from_preset, train_and_report
 from course_utils.training import model_from_checkpoint
+from course_utils.transfer_experiment import transfer_table
 
 #: The small-data setting of the regularization, schedule and normalization grids: a stratified
 #: The ``cpu`` preset's recipe when the regularization, schedules, normalization and
@@ -236,6 +237,30 @@ def run_experiment(
     return table
 
 
+#: Notebook 08's experiment: not a grid of ``train`` runs, but a pretraining and the transfer runs
+#: that start from it, per seed (course_utils.transfer_experiment). Counted in epochs and steps.
+TRANSFER = "transfer"
+
+
+def run_transfer_experiment(
+    seeds: Sequence[int],
+    smoke: bool = False,
+    results_dir: Path = RESULTS_DIR,
+    runs_root: Path | None = None,
+) -> pd.DataFrame:
+    """Notebook 08's table, ``results/experiments/transfer.csv``: every seed's pretraining on the
+    animals and its transfer runs to the vehicles, with the machine, date and command."""
+    splits = cifar10_splits(smoke=smoke, download=True)
+    work = (runs_root or PROJECT_ROOT / "runs" / "experiments") / (TRANSFER + "-smoke" * smoke)
+    table = transfer_table(splits, seeds, get_device(), smoke=smoke, work_dir=work)
+    command = (f"python -m course_utils experiment {TRANSFER} --seeds {' '.join(map(str, seeds))}"
+               f"{' --smoke' if smoke else ''}")  # fmt: skip
+    table = table.assign(**provenance(command))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results_dir / f"{TRANSFER}{'-smoke' if smoke else ''}.csv", index=False)
+    return table
+
+
 #: In a grid's run folder, instead of a run: the folder of the same run made for another grid.
 SAME_RUN = "same-run.json"
 
@@ -262,6 +287,7 @@ def finished_twin(cfg: TrainConfig, folder: Path) -> Path | None:
     label smoothing 0.1 is the schedules grid's one-cycle)."""
 
     def recipe(config: dict[str, Any]) -> dict[str, Any]:  # threads: each machine chooses its own
+        config = {**config, "minutes": config.get("minutes") or None}  # older runs stored 0
         return {k: v for k, v in config.items() if k != "threads"}
 
     wanted = recipe(json.loads(json.dumps(cfg.to_dict())))  # tuples become lists, as in JSON
@@ -563,13 +589,19 @@ NOTEBOOK_07_TABLES = {
     "test-selection": 8,
     "cpu-recipe": 2,
 }
-#: The same for notebook 09 (diagnostics).
+#: The same for notebook 08 (transfer learning) and 09 (diagnostics).
+NOTEBOOK_08_TABLES = {TRANSFER: 3}
 NOTEBOOK_09_TABLES = {"lr-range-test": 2, "lr-sweep": 2, "calibration": 2}
 #: Tables made by a script rather than by ``python -m course_utils experiment NAME``.
 TABLE_MAKERS = {
     "cpu-recipe": "python benchmarks/cpu_recipe.py (see benchmarks/README.md)",
     "lr-range-test": "python benchmarks/lr_range_test.py --seeds 0 1",
 }
+
+
+def _notebook_of(name: str) -> str:
+    """Which notebook reads the committed table ``name``."""
+    return "08" if name in NOTEBOOK_08_TABLES else "09" if name in NOTEBOOK_09_TABLES else "07"
 
 
 def seeds_in(table: pd.DataFrame) -> int:
@@ -604,11 +636,11 @@ def read_table(name: str, results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
             ) from exc
     else:
         raise FileNotFoundError(f"{path} is missing: `{make}` makes it (see notebook 07).")
-    needed = {**NOTEBOOK_07_TABLES, **NOTEBOOK_09_TABLES}.get(name, 1)
+    needed = {**NOTEBOOK_07_TABLES, **NOTEBOOK_08_TABLES, **NOTEBOOK_09_TABLES}.get(name, 1)
     if seeds_in(table) < needed:
         raise ValueError(
             f"{path} holds {seeds_in(table)} seeds, but notebook "
-            f"{'09' if name in NOTEBOOK_09_TABLES else '07'} relies on at least {needed}: "
+            f"{_notebook_of(name)} relies on at least {needed}: "
             f"run `{make}` with more seeds (--seeds 0 1 ...)."
         )
     return table

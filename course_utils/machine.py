@@ -17,7 +17,7 @@ from torch import nn
 from course_utils.config import data_dir, get_device, is_smoke
 from course_utils.data import TRAIN_SIZE, VAL_SIZE
 from course_utils.models import NUM_CLASSES, resnet18
-from course_utils.training import train_one_epoch
+from course_utils.training import placement_for, train_one_epoch
 
 
 def environment_report() -> dict[str, str]:
@@ -55,13 +55,14 @@ def estimate_epoch_minutes(
     """
     device = get_device() if device is None else torch.device(device)
     with torch.random.fork_rng(devices=[]):  # a measurement must not change the random state
-        model = resnet18(width=width).to(device)
+        model = resnet18(width=width)
+        place = placement_for(model, device)  # moved once, in the layout training uses
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         images = torch.randn(batch_size, 3, 32, 32)  # (B, 3, 32, 32)
         labels = torch.randint(0, NUM_CLASSES, (batch_size,))
         criterion = nn.CrossEntropyLoss()
-        train_one_epoch(model, [(images, labels)], criterion, optimizer, device)  # warm-up
-        timed = train_one_epoch(model, [(images, labels)] * batches, criterion, optimizer, device)
+        train_one_epoch(model, [(images, labels)], criterion, optimizer, place)  # warm-up
+        timed = train_one_epoch(model, [(images, labels)] * batches, criterion, optimizer, place)
     return timed.seconds / timed.images * (TRAIN_SIZE - VAL_SIZE) / 60
 
 

@@ -3,7 +3,9 @@
 The residual blocks (``BasicBlock``, ``Bottleneck``) are taught in notebook 03 and the whole
 network (``ResNet``, ``resnet18``) in notebook 04. Attribute names follow torchvision's
 ``models/resnet.py`` (``conv1``, ``bn1``, ``layer1``..``layer4``, ``downsample``, ``fc``), so a
-state dict saved from one loads into the other and students can read both side by side.
+state dict saved from one loads into the other and students can read both side by side. The
+paper's own, thinner CIFAR-10 networks (``cifar_resnet``) are the same ``ResNet`` class with three
+stages and zero-padding shortcuts.
 
 Shape comments use ``B`` for the batch, ``C`` for channels, ``H, W`` for the input's height and
 width, ``E`` for ``block.expansion`` and ``w`` for the base ``width`` (64 in the paper).
@@ -14,6 +16,7 @@ Reference: He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -31,6 +34,11 @@ MIN_CHANNELS_LAST_1X1_STRIDED = 8
 #: keeps the full resolution), or the 7x7 stride-2 conv + 3x3 stride-2 max-pool of the ImageNet
 #: model (Table 1), which shrinks the image 4x before the first stage.
 STEMS = ("cifar", "imagenet")
+#: The shortcuts ``ResNet`` knows, as the paper compares them (Sec. 3.3 and 4.2): where a block
+#: changes the shape, "A" adds the input back subsampled and padded with zero channels (no
+#: parameters; the paper's CIFAR networks), "B" adds a projection of it (1x1 conv + BatchNorm;
+#: torchvision's and the ImageNet networks); "none" adds nothing anywhere: the plain network.
+CIFAR_SHORTCUTS = ("A", "B", "none")
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -54,8 +62,39 @@ def _projection(in_planes: int, out_planes: int, stride: int) -> nn.Sequential:
     return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
 
 
-def _needs_projection(in_planes: int, out_planes: int, stride: int) -> bool:
+class PadShortcut(nn.Module):
+    """Option A of He et al.: the identity, subsampled by ``stride`` and padded with zero channels.
+
+    It adds no parameters: the extra channels of the block's output get nothing added to them.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.stride, self.extra = stride, out_planes - in_planes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C + extra, H/stride, W/stride)."""
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # zeros after the last channel
+
+
+def _changes_shape(in_planes: int, out_planes: int, stride: int) -> bool:
+    """Whether a block's output differs from its input in C or in H, W: then x cannot be added."""
     return stride != 1 or in_planes != out_planes
+
+
+def _block_downsample(
+    inplanes: int, out_planes: int, stride: int, shortcut: bool, downsample: nn.Module | None
+) -> nn.Module | None:
+    """What a block keeps as ``downsample``: the module it was given, else option B's projection
+    where the shape changes, else ``None`` (the identity, or no shortcut at all)."""
+    if not shortcut:  # a plain block adds nothing, so it has no projection either
+        if downsample is not None:
+            raise ValueError("a plain block (shortcut=False) adds nothing: pass no downsample")
+        return None
+    if downsample is None and _changes_shape(inplanes, out_planes, stride):
+        return _projection(inplanes, out_planes, stride)
+    return downsample
 
 
 class BasicBlock(nn.Module):
@@ -72,13 +111,23 @@ class BasicBlock(nn.Module):
         stride: stride of the first conv; 2 halves H and W at the start of a stage.
         shortcut: add the input back (a residual block). ``False`` gives the plain block of the
             same shape, ``relu(F(x))``, used in notebook 03 to show why the skip matters.
+        downsample: what maps the input to the output's shape before the addition, chosen by
+            ``ResNet._make_layer`` (as in torchvision), e.g. a ``PadShortcut``. ``None``: a
+            projection where the shape changes, the input itself where it does not.
 
     Explained in notebook 03 (residual blocks).
     """
 
     expansion: int = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: bool = True) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: bool = True,
+        downsample: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         out_planes = planes * self.expansion
         self.shortcut = shortcut
@@ -87,9 +136,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, out_planes)
         self.bn2 = nn.BatchNorm2d(out_planes)
-        # A plain block adds nothing, so it has no projection either.
-        needs_projection = shortcut and _needs_projection(inplanes, out_planes, stride)
-        self.downsample = _projection(inplanes, out_planes, stride) if needs_projection else None
+        self.downsample = _block_downsample(inplanes, out_planes, stride, shortcut, downsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, inplanes, H, W) -> (B, planes, H/stride, W/stride)."""
@@ -113,6 +160,7 @@ class Bottleneck(nn.Module):
         planes: channels inside the block; the output has ``planes * expansion`` (4x).
         stride: stride of the 3x3 conv; 2 halves H and W at the start of a stage.
         shortcut: add the input back; ``False`` gives the plain block (see ``BasicBlock``).
+        downsample: the shortcut's module where the shape changes (see ``BasicBlock``).
 
     Explained in notebook 03 (residual blocks).
     """
@@ -120,7 +168,14 @@ class Bottleneck(nn.Module):
     #: Output channels per ``planes``: Table 1 of He et al. (e.g. 64 inside, 256 out).
     expansion: int = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, shortcut: bool = True) -> None:
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        shortcut: bool = True,
+        downsample: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         out_planes = planes * self.expansion
         self.shortcut = shortcut
@@ -131,8 +186,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(planes, out_planes)
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU(inplace=True)
-        needs_projection = shortcut and _needs_projection(inplanes, out_planes, stride)
-        self.downsample = _projection(inplanes, out_planes, stride) if needs_projection else None
+        self.downsample = _block_downsample(inplanes, out_planes, stride, shortcut, downsample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, inplanes, H, W) -> (B, 4 * planes, H/stride, W/stride)."""
@@ -155,23 +209,51 @@ RESNET_SPECS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int
 }
 
 
+def _check_resnet_arguments(
+    layers: Sequence[int], stem: str, shortcut: str, zero_init_residual: bool
+) -> None:
+    """Raise a ``ValueError`` that says what to pass instead, before anything is built."""
+    if stem not in STEMS:
+        raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+    if len(layers) not in (3, 4):
+        raise ValueError(
+            "layers must give the number of blocks of 4 stages (the ImageNet family) or of 3 (the "
+            f"paper's CIFAR networks), got {layers!r}"
+        )
+    if shortcut not in CIFAR_SHORTCUTS:
+        raise ValueError(
+            f"shortcut must be one of {CIFAR_SHORTCUTS} (or True for 'B', False for 'none'), "
+            f"got {shortcut!r}"
+        )
+    if zero_init_residual and shortcut == "none":
+        raise ValueError(
+            "zero_init_residual=True needs shortcut=True ('A' or 'B'): without the skip, a "
+            "block whose last BatchNorm is zero outputs zeros, and so would the whole network"
+        )
+
+
 class ResNet(nn.Module):
     """A ResNet: a stem, four stages of residual blocks, global average pooling and a linear head.
 
     Each stage doubles the channels and (after the first) halves H and W, so the work per stage
-    stays about the same while the features get more abstract.
+    stays about the same while the features get more abstract. The paper's CIFAR-10 networks
+    (``cifar_resnet``) are the same design with three thin stages (16, 32, 64 channels).
 
     Args:
         block: ``BasicBlock`` or ``Bottleneck``.
-        layers: how many blocks in each of the four stages, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+        layers: how many blocks in each stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18; four stages,
+            or three as in the paper's CIFAR networks (``(3, 3, 3)`` for ResNet-20).
         num_classes: outputs of the final linear layer.
         stem: ``"cifar"`` (3x3 stride-1 conv, no max-pool: 32x32 images keep their resolution) or
             ``"imagenet"`` (7x7 stride-2 conv and 3x3 stride-2 max-pool, as in torchvision).
         width: channels of the first stage; the stages use width, 2, 4 and 8 times width. 64 is
-            the paper's network; smaller widths train much faster on a CPU.
+            the paper's ImageNet network (16 its CIFAR networks); smaller widths train much faster
+            on a CPU.
         zero_init_residual: start the last BatchNorm of every block at zero, so every block
             starts as the identity.
-        shortcut: ``False`` builds the plain network (no skip connections) of notebook 03.
+        shortcut: where a block changes the shape, ``"B"`` (or ``True``) adds a projection of the
+            input, ``"A"`` the input padded with zeros; ``"none"`` (or ``False``) builds the
+            plain network (no skip connections) of notebook 03. See ``CIFAR_SHORTCUTS``.
         in_channels: channels of the input images (3 for RGB).
 
     Explained in notebook 04 (ResNet-18).
@@ -180,27 +262,23 @@ class ResNet(nn.Module):
     def __init__(
         self,
         block: type[BasicBlock | Bottleneck],
-        layers: tuple[int, int, int, int] | list[int],
+        layers: Sequence[int],
         num_classes: int = NUM_CLASSES,
         stem: str = "cifar",
         width: int = DEFAULT_WIDTH,
         zero_init_residual: bool = False,
-        shortcut: bool = True,
+        shortcut: bool | str = True,
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
-        if len(layers) != 4:
-            raise ValueError(f"layers must give the number of blocks of 4 stages, got {layers!r}")
-        if zero_init_residual and not shortcut:
-            raise ValueError(
-                "zero_init_residual=True needs shortcut=True: without the skip, a block whose "
-                "last BatchNorm is zero outputs zeros, and so would the whole network"
-            )
+        if isinstance(shortcut, bool):
+            shortcut = "B" if shortcut else "none"  # torchvision's projections, or the plain net
+        _check_resnet_arguments(layers, stem, shortcut, zero_init_residual)
         self.stem = stem
         self.width = width
-        self.shortcut = shortcut
+        self.shortcut_type = shortcut  # "A", "B" or "none"
+        self.shortcut = shortcut != "none"  # whether the blocks add their input back
+        self.num_stages = len(layers)
         self.inplanes = width  # channels flowing into the next block; _make_layer updates it
 
         if stem == "cifar":
@@ -217,9 +295,10 @@ class ResNet(nn.Module):
         self.layer1 = self._make_layer(block, width, layers[0], stride=1)
         self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
         self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+        if self.num_stages == 4:  # the paper's CIFAR networks stop after layer3
+            self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.num_features = 8 * width * block.expansion
+        self.num_features = self.inplanes  # the last stage's channels: 8 * width * E (4 stages)
         self.fc = nn.Linear(self.num_features, num_classes)
 
         self._init_weights(zero_init_residual)
@@ -228,6 +307,8 @@ class ResNet(nn.Module):
         self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int
     ) -> nn.Sequential:
         """One stage: a first block that may stride and widen, then ``blocks - 1`` that keep shape.
+
+        As in torchvision, the stage decides the first block's shortcut and passes it in.
 
         Args:
             block: the block type.
@@ -238,11 +319,23 @@ class ResNet(nn.Module):
         Returns:
             The stage as an ``nn.Sequential``.
         """
-        stage = [block(self.inplanes, planes, stride, shortcut=self.shortcut)]
-        self.inplanes = planes * block.expansion
+        out_planes = planes * block.expansion
+        downsample = self._downsample(self.inplanes, out_planes, stride)
+        first = block(self.inplanes, planes, stride, shortcut=self.shortcut, downsample=downsample)
+        stage = [first]
+        self.inplanes = out_planes
         for _ in range(1, blocks):
             stage.append(block(self.inplanes, planes, shortcut=self.shortcut))
         return nn.Sequential(*stage)
+
+    def _downsample(self, inplanes: int, out_planes: int, stride: int) -> nn.Module | None:
+        """The first block's shortcut module: ``None`` where the input can be added as it is (or
+        nothing is added), else option A's zero padding or option B's projection."""
+        if self.shortcut_type == "none" or not _changes_shape(inplanes, out_planes, stride):
+            return None
+        if self.shortcut_type == "A":
+            return PadShortcut(inplanes, out_planes, stride)  # no parameters
+        return _projection(inplanes, out_planes, stride)  # 1x1 conv + BatchNorm
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         """Initialise every layer in one place.
@@ -267,6 +360,10 @@ class ResNet(nn.Module):
                 elif isinstance(module, BasicBlock):
                     nn.init.zeros_(module.bn2.weight)
 
+    def stages(self) -> dict[str, nn.Sequential]:
+        """``{"layer1": ..., "layer4": ...}``: the stages in order (to ``layer3`` with three)."""
+        return {f"layer{i}": getattr(self, f"layer{i}") for i in range(1, self.num_stages + 1)}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate features: everything but the final linear layer.
 
@@ -276,17 +373,19 @@ class ResNet(nn.Module):
             x: images, (B, in_channels, H, W).
 
         Returns:
-            (B, 8 * width * expansion) features: 512 for ResNet-18, 2048 for ResNet-50.
+            (B, num_features) features: 8 * width * expansion, so 512 for ResNet-18 and 2048 for
+            ResNet-50; 64 for the paper's three-stage CIFAR networks.
         """
         # s is the stem's stride: 1 for the "cifar" stem, 4 for the "imagenet" stem.
         x = self.relu(self.bn1(self.conv1(x)))  # (B, w, H, W) cifar | (B, w, H/2, W/2) imagenet
         x = self.maxpool(x)  # (B, w, H/s, W/s)
         x = self.layer1(x)  # (B, w*E, H/s, W/s)
         x = self.layer2(x)  # (B, 2w*E, H/2s, W/2s)
-        x = self.layer3(x)  # (B, 4w*E, H/4s, W/4s)
-        x = self.layer4(x)  # (B, 8w*E, H/8s, W/8s)
-        x = self.avgpool(x)  # (B, 8w*E, 1, 1)
-        return torch.flatten(x, 1)  # (B, 8w*E)
+        x = self.layer3(x)  # (B, 4w*E, H/4s, W/4s): the last stage of the CIFAR networks
+        if self.num_stages == 4:
+            x = self.layer4(x)  # (B, 8w*E, H/8s, W/8s)
+        x = self.avgpool(x)  # (B, num_features, 1, 1)
+        return torch.flatten(x, 1)  # (B, num_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (logits), (B, num_classes), for images (B, in_channels, H, W)."""
@@ -302,16 +401,16 @@ class ResNet(nn.Module):
 
         Returns:
             ``{"stem", "layer1", "layer2", "layer3", "layer4", "pool", "fc"}`` -> tensor, in the
-            order the input flows through them; ``"pool"`` is ``forward_features(x)`` and
-            ``"fc"`` is ``forward(x)``.
+            order the input flows through them (no ``"layer4"`` with three stages); ``"pool"`` is
+            ``forward_features(x)`` and ``"fc"`` is ``forward(x)``.
         """
         outputs: dict[str, torch.Tensor] = {}
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, w, H/s, W/s)
         outputs["stem"] = x
-        for name in ("layer1", "layer2", "layer3", "layer4"):
-            x = getattr(self, name)(x)  # C doubles and H, W halve at each stage after layer1
+        for name, stage in self.stages().items():
+            x = stage(x)  # C doubles and H, W halve at each stage after layer1
             outputs[name] = x
-        x = torch.flatten(self.avgpool(x), 1)  # (B, 8w*E)
+        x = torch.flatten(self.avgpool(x), 1)  # (B, num_features)
         outputs["pool"] = x
         outputs["fc"] = self.fc(x)  # (B, num_classes)
         return outputs
@@ -361,20 +460,9 @@ def resnet152(**kwargs: Any) -> ResNet:
 
 
 def plain_resnet(depth: int = 18, **kwargs: Any) -> ResNet:
-    """The same network as ``resnet(depth)`` with every skip connection removed.
-
-    The control experiment of He et al. (Fig. 1 and 4): deeper plain networks train *worse*, and
-    the skips are what fix it.
-
-    Args:
-        depth: 18, 34, 50, 101 or 152.
-        **kwargs: passed to ``ResNet`` (``width``, ``stem``, ...), except ``shortcut``.
-
-    Returns:
-        A ``ResNet`` built with ``shortcut=False``: no additions and no ``downsample`` modules.
-
-    Explained in notebook 03 (residual blocks).
-    """
+    """``resnet(depth, **kwargs)`` with every skip connection removed (no additions, no
+    ``downsample``): the control of He et al. (Fig. 1 and 4), where deeper plain networks train
+    *worse*. Explained in notebook 03 (residual blocks)."""
     return resnet(depth, shortcut=False, **kwargs)
 
 
@@ -382,31 +470,12 @@ def plain_resnet(depth: int = 18, **kwargs: Any) -> ResNet:
 # The paper's own CIFAR-10 networks (He et al. 2016, Sec. 4.2)
 # --------------------------------------------------------------------------------------------------
 
-#: Channels of the three stages of the paper's CIFAR networks; feature maps 32, 16 and 8 pixels.
-CIFAR_STAGE_WIDTHS = (16, 32, 64)
-#: The shortcuts the paper compares (Sec. 3.3 and 4.2): "A" adds the input back, subsampled and
-#: padded with zero channels where the shape changes (no parameters); "B" uses a projection (1x1
-#: conv + BatchNorm) there; "none" gives the plain network of the same depth.
-CIFAR_SHORTCUTS = ("A", "B", "none")
+#: Channels of the first stage of the paper's CIFAR networks: the three stages have 16, 32 and 64
+#: channels, on feature maps of 32, 16 and 8 pixels.
+CIFAR_WIDTH = 16
 
 
-class PadShortcut(nn.Module):
-    """Option A of He et al.: the identity, subsampled by ``stride`` and padded with zero channels.
-
-    It adds no parameters: the extra channels of the block's output get nothing added to them.
-    """
-
-    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
-        super().__init__()
-        self.stride, self.extra = stride, out_planes - in_planes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C + extra, H/stride, W/stride)."""
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, 0, self.extra))  # zeros after the last channel
-
-
-class CifarResNet(nn.Module):
+def cifar_resnet(depth: int = 20, shortcut: str = "A", **kwargs: Any) -> ResNet:
     """The ResNets of the paper's CIFAR-10 experiments: ResNet-20, 32, 44, 56 and 110.
 
     A 3x3 conv with 16 channels, three stages of ``n`` BasicBlocks with 16, 32 and 64 channels,
@@ -418,59 +487,17 @@ class CifarResNet(nn.Module):
         depth: ``6n + 2``: 20, 32, 44, 56, 110, ...
         shortcut: ``"A"`` (zero-padding identity, the paper's CIFAR choice), ``"B"`` (projection
             where the shape changes) or ``"none"`` (the plain network).
-        num_classes: outputs of the final linear layer.
+        **kwargs: passed to ``ResNet`` (``num_classes``, ...).
+
+    Returns:
+        ``ResNet(BasicBlock, (n, n, n), width=16, shortcut=shortcut)``, freshly initialised.
 
     Described in notebook 04 (the stems); trained in the degradation experiment of notebook 07.
     """
-
-    def __init__(
-        self, depth: int = 20, shortcut: str = "A", num_classes: int = NUM_CLASSES
-    ) -> None:
-        super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth!r}")
-        if shortcut not in CIFAR_SHORTCUTS:
-            raise ValueError(f"shortcut must be one of {CIFAR_SHORTCUTS}, got {shortcut!r}")
-        self.depth, self.shortcut_type = depth, shortcut
-        n = (depth - 2) // 6
-        first = CIFAR_STAGE_WIDTHS[0]
-        self.conv1 = conv3x3(3, first)
-        self.bn1 = nn.BatchNorm2d(first)
-        self.relu = nn.ReLU(inplace=True)
-        stages, inplanes = [], first
-        for index, planes in enumerate(CIFAR_STAGE_WIDTHS):
-            stride = 1 if index == 0 else 2
-            blocks = [self._block(inplanes, planes, stride)]
-            blocks += [self._block(planes, planes, 1) for _ in range(n - 1)]
-            stages.append(nn.Sequential(*blocks))
-            inplanes = planes
-        self.layer1, self.layer2, self.layer3 = stages
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(CIFAR_STAGE_WIDTHS[-1], num_classes)
-        for module in self.modules():  # He et al. initialise as in their "Delving deep" paper
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    def _block(self, inplanes: int, planes: int, stride: int) -> BasicBlock:
-        block = BasicBlock(inplanes, planes, stride, shortcut=self.shortcut_type != "none")
-        if self.shortcut_type == "A" and block.downsample is not None:
-            block.downsample = PadShortcut(inplanes, planes, stride)  # instead of the projection
-        return block
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 32, 32) -> (B, 64) penultimate features."""
-        x = self.relu(self.bn1(self.conv1(x)))  # (B, 16, 32, 32)
-        x = self.layer3(self.layer2(self.layer1(x)))  # (B, 64, 8, 8)
-        return torch.flatten(self.avgpool(x), 1)  # (B, 64)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (B, num_classes) for images (B, 3, 32, 32)."""
-        return self.fc(self.forward_features(x))
-
-
-def cifar_resnet(depth: int = 20, shortcut: str = "A", **kwargs: Any) -> CifarResNet:
-    """The paper's CIFAR-10 ResNet of ``depth`` layers (``6n + 2``); see :class:`CifarResNet`."""
-    return CifarResNet(depth, shortcut, **kwargs)
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110, ...), got {depth!r}")
+    n = (depth - 2) // 6  # blocks per stage: 3 stages x n blocks x 2 convs, + the stem and the fc
+    return ResNet(BasicBlock, (n, n, n), width=CIFAR_WIDTH, shortcut=shortcut, **kwargs)
 
 
 @torch.no_grad()
@@ -502,16 +529,8 @@ def whitening_init(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> 
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of parameters (single numbers, not tensors) in a module.
-
-    Args:
-        module: any module.
-        trainable_only: count only parameters with ``requires_grad`` (what the optimiser updates).
-
-    Returns:
-        The total, e.g. 11,173,962 for ``resnet18()`` on CIFAR-10.
-
-    Explained in notebook 04 (ResNet-18).
+    """Number of single numbers in ``module``'s parameters (11,173,962 for ``resnet18()``); with
+    ``trainable_only``, only those with ``requires_grad`` (what the optimizer updates). Notebook 04.
     """
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
@@ -527,17 +546,14 @@ def parameters_per_stage(model: ResNet, trainable_only: bool = True) -> dict[str
         trainable_only: as in ``count_parameters``.
 
     Returns:
-        ``{"stem", "layer1", "layer2", "layer3", "layer4", "fc"}`` -> count; the values add up to
-        ``count_parameters(model, trainable_only)``.
+        ``{"stem", "layer1", "layer2", "layer3", "layer4", "fc"}`` -> count (no ``"layer4"`` with
+        three stages); the values add up to ``count_parameters(model, trainable_only)``.
 
     Explained in notebook 04 (ResNet-18).
     """
     stages = {
         "stem": [model.conv1, model.bn1],
-        "layer1": [model.layer1],
-        "layer2": [model.layer2],
-        "layer3": [model.layer3],
-        "layer4": [model.layer4],
+        **{name: [stage] for name, stage in model.stages().items()},  # layer1, ..., layer4
         "fc": [model.fc],
     }
     return {
@@ -583,31 +599,47 @@ def model_architecture(model: nn.Module) -> dict[str, Any]:
     """A short, comparable description of a network, stored in checkpoints.
 
     For a course ResNet: ``{"name": "resnet18", "width": 16, "stem": "cifar", "num_classes": 10}``;
+    for one of the paper's CIFAR networks: ``{"name": "resnet20_cifar", "shortcut": "A", ...}``;
     for another module: its class name and parameter count.
     """
-    if isinstance(model, ResNet):
-        block = type(model.layer1[0])
-        layers = tuple(len(getattr(model, f"layer{i}")) for i in range(1, 5))
-        depth = next(
-            (d for d, (b, n) in RESNET_SPECS.items() if b is block and tuple(n) == layers), None
-        )
-        name = f"resnet{depth}" if depth else f"resnet({block.__name__}, {list(layers)})"
-        if not model.shortcut:
-            name = f"plain_{name}"
+    if not isinstance(model, ResNet):
+        return {"name": type(model).__name__, "parameters": count_parameters(model, False)}
+    block = type(model.layer1[0])
+    layers = tuple(len(stage) for stage in model.stages().values())
+    plain = model.shortcut_type == "none"
+    if _is_cifar_resnet(model):
         return {
-            "name": name,
-            "width": model.width,
-            "stem": model.stem,
-            "num_classes": model.fc.out_features,
-        }
-    if isinstance(model, CifarResNet):
-        plain = model.shortcut_type == "none"
-        return {
-            "name": f"{'plain' if plain else 'resnet'}{model.depth}_cifar",
+            "name": f"{'plain' if plain else 'resnet'}{2 * sum(layers) + 2}_cifar",  # 6n + 2
             "shortcut": model.shortcut_type,
             "num_classes": model.fc.out_features,
         }
-    return {"name": type(model).__name__, "parameters": count_parameters(model, False)}
+    depth = next(
+        (d for d, (b, n) in RESNET_SPECS.items() if b is block and tuple(n) == layers), None
+    )
+    name = f"resnet{depth}" if depth else f"resnet({block.__name__}, {list(layers)})"
+    arch = {
+        "name": f"plain_{name}" if plain else name,
+        "width": model.width,
+        "stem": model.stem,
+        "num_classes": model.fc.out_features,
+    }
+    if model.shortcut_type == "A":  # the zero-padding shortcut, outside the CIFAR networks
+        arch["shortcut"] = "A"
+    return arch
+
+
+def _is_cifar_resnet(model: ResNet) -> bool:
+    """Whether ``model`` is shaped as ``cifar_resnet`` builds it: a 3x3 stem for RGB images, then
+    three stages of ``n`` BasicBlocks each, at width 16."""
+    layers = {len(stage) for stage in model.stages().values()}
+    return (
+        model.num_stages == 3
+        and len(layers) == 1
+        and type(model.layer1[0]) is BasicBlock
+        and model.width == CIFAR_WIDTH
+        and model.stem == "cifar"
+        and model.conv1.in_channels == 3
+    )
 
 
 def describe_architecture(arch: dict[str, Any] | None) -> str:

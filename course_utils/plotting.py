@@ -80,8 +80,7 @@ def image_grid(
     labels: Sequence[int] | np.ndarray | torch.Tensor,
     classes: Sequence[str] = CIFAR10_CLASSES,
     preds: Sequence[int] | np.ndarray | torch.Tensor | None = None,
-    mean: Sequence[float] | None = CIFAR10_MEAN,
-    std: Sequence[float] | None = CIFAR10_STD,
+    stats: tuple[Sequence[float], Sequence[float]] | None = (CIFAR10_MEAN, CIFAR10_STD),
     ncols: int = 8,
     title: str | None = None,
     save: str | os.PathLike[str] | None = None,
@@ -90,17 +89,19 @@ def image_grid(
 
     Args:
         images: uint8 ``(N, H, W, 3)`` as loaded, or normalized float ``(N, 3, H, W)`` from a
-            loader (un-normalized with ``mean`` and ``std`` for display).
+            loader (un-normalized with ``stats`` for display).
         labels: true classes ``(N,)``.
         classes: class names.
         preds: predicted classes ``(N,)``; titles then read "pred (true)" when they differ.
-        mean, std: the statistics the images were normalized with; ``None`` if they were not.
+        stats: the ``(mean, std)`` the images were normalized with, as
+            :func:`~course_utils.data.normalization_stats` gives them; ``None`` if they were not.
         ncols: images per row.
         title: figure title.
         save: also save the figure there (PNG).
 
     Explained in notebook 01 (samples) and 06 (predictions).
     """
+    mean, std = (None, None) if stats is None else stats
     shown = _to_display(images, mean, std)
     labels = np.asarray(labels)
     preds = None if preds is None else np.asarray(preds)

@@ -117,17 +117,20 @@ def setup_run(
     data_dir: Path | None = None,
     resume: Path | None = None,
     download: bool = False,
+    splits: Splits | None = None,
 ) -> RunSetup:
     """Seed, load the splits ``cfg`` asks for (``download``: with torchvision, if CIFAR-10 is
-    missing), compute the normalization statistics of its training images (a resumed run keeps
-    the ones it saved), and build the loaders and the model. Explained in notebook 05."""
+    missing; ``splits``: these instead, e.g. a subset of the classes), compute the normalization
+    statistics of its training images (a resumed run keeps the ones it saved), and build the
+    loaders and the model. Explained in notebook 05."""
     set_seed(cfg.seed)
     if device.type == "cuda":
         # The shapes never change, so let cuDNN time its kernels once and keep the fastest.
         torch.backends.cudnn.benchmark = True
-    splits = cifar10_splits(
-        data_dir, cfg.val_size, cfg.seed, cfg.smoke, download, train_size=cfg.train_size
-    )
+    if splits is None:
+        splits = cifar10_splits(
+            data_dir, cfg.val_size, cfg.seed, cfg.smoke, download, train_size=cfg.train_size
+        )
     if resume is not None:  # the statistics the resumed run normalized with
         saved = load_checkpoint(resume)
         mean, std = saved["mean"], saved["std"]
@@ -167,7 +170,7 @@ def train_and_report(
     cfg = choose_threads(cfg, run.model, device)  # before the budget measures the speed
     with cpu_threads(cfg.threads):
         deadline = None
-        if cfg.minutes and resume is None:  # a resumed run keeps its planned steps; 0: no budget
+        if cfg.minutes is not None and resume is None:  # a resumed run keeps its planned steps
             # Every process measures its share; under torchrun all of them follow rank 0's plan.
             loaders = (run.train_loader, run.val_loader, run.test_loader)
             cfg, deadline = from_main_process(fit_to_budget(cfg, run.model, loaders, device, start))

@@ -6,6 +6,8 @@ bottom (the run's settings, :class:`~course_utils.config.TrainConfig` and the pr
 
 - :func:`build_optimizer` and :func:`build_scheduler` (which says whether its scheduler steps after
   every *batch* or after every *epoch*: getting that wrong is a classic bug);
+- :func:`placement_for`, which decides once where and how a run computes (device, memory
+  layout, mixed precision) and returns it as a :class:`Placement` for every loop to follow;
 - :func:`train_one_epoch` and :func:`evaluate`, the loop itself;
 - :class:`EarlyStopping`, which watches the *validation* metric, never the test set;
 - :func:`fit`, which ties them together, keeps a best and a last checkpoint (saved with
@@ -229,6 +231,13 @@ class WarmupLinearDecay:
         return 1 + (self.end - 1) * done
 
 
+#: Schedules that count optimizer steps: stepped after every batch.
+PER_BATCH_SCHEDULES = ("onecycle", "linear", "cyclic", "warmup_cosine")
+#: Schedules that count epochs: stepped once after every epoch (every batch would decay the lr
+#: hundreds of times too fast).
+PER_EPOCH_SCHEDULES = ("cosine", "multistep", "step")
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> Schedule:
@@ -244,65 +253,72 @@ def build_scheduler(
 
     Explained in notebook 05.
     """
+    if cfg.schedule in PER_BATCH_SCHEDULES:
+        return Schedule(_per_batch_scheduler(optimizer, cfg, steps_per_epoch), per_batch=True)
+    if cfg.schedule in PER_EPOCH_SCHEDULES:
+        return Schedule(_per_epoch_scheduler(optimizer, cfg), per_batch=False)
+    return Schedule(None, per_batch=False)  # "none": a constant learning rate
+
+
+def _per_epoch_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedules of :data:`PER_EPOCH_SCHEDULES`, whose steps are epochs."""
     lr_sched = torch.optim.lr_scheduler
-    # Every parameter group peaks at its own lr (fine-tuning gives the backbone a smaller one).
-    peaks = [group["lr"] for group in optimizer.param_groups]
-    if cfg.schedule == "onecycle":
-        # Rise from lr/div_factor to lr, then fall to nearly 0; both phases follow a half cosine
-        # (OneCycleLR's default anneal_strategy="cos"), not a straight line. Momentum is left
-        # alone (cycle_momentum=False) so that cfg.momentum means what it says.
-        scheduler = lr_sched.OneCycleLR(
-            optimizer,
-            max_lr=peaks,
-            total_steps=total_steps(cfg, steps_per_epoch),
-            pct_start=cfg.warmup,
-            div_factor=cfg.div_factor,
-            final_div_factor=cfg.final_div_factor,
-            cycle_momentum=False,
-        )
-        return Schedule(scheduler, per_batch=True)
-    if cfg.schedule == "linear":
-        start = 1 / cfg.div_factor
-        shape = WarmupLinearDecay(total_steps(cfg, steps_per_epoch), cfg.warmup, start,
-                                  start / cfg.final_div_factor)  # fmt: skip
-        return Schedule(lr_sched.LambdaLR(optimizer, shape), per_batch=True)
     if cfg.schedule == "cosine":
-        return Schedule(lr_sched.CosineAnnealingLR(optimizer, cfg.epochs, cfg.min_lr), False)
+        return lr_sched.CosineAnnealingLR(optimizer, cfg.epochs, cfg.min_lr)
     if cfg.schedule == "multistep":
         late = [m for m in cfg.milestones if m >= cfg.epochs]
         if late:
             warnings.warn(
                 f"milestones {late} are not before the last epoch ({cfg.epochs}): the lr never "
                 f"decays there. Choose milestones smaller than epochs.",
-                stacklevel=2,
+                stacklevel=3,  # the caller of build_scheduler
             )
-        return Schedule(lr_sched.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma), False)
-    if cfg.schedule == "step":
-        return Schedule(lr_sched.StepLR(optimizer, cfg.step_size, cfg.gamma), False)
+        return lr_sched.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
+    return lr_sched.StepLR(optimizer, cfg.step_size, cfg.gamma)
+
+
+def _per_batch_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The schedules that count optimizer steps: one-cycle, linear, cyclic, warm-up + cosine."""
+    lr_sched = torch.optim.lr_scheduler
+    # Every parameter group peaks at its own lr (fine-tuning gives the backbone a smaller one).
+    peaks = [group["lr"] for group in optimizer.param_groups]
+    total = total_steps(cfg, steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        # Rise from lr/div_factor to lr, then fall to nearly 0; both phases follow a half cosine
+        # (OneCycleLR's default anneal_strategy="cos"), not a straight line. Momentum is left
+        # alone (cycle_momentum=False) so that cfg.momentum means what it says.
+        return lr_sched.OneCycleLR(
+            optimizer, max_lr=peaks, total_steps=total, pct_start=cfg.warmup,
+            div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor,
+            cycle_momentum=False,
+        )  # fmt: skip
+    if cfg.schedule == "linear":
+        start = 1 / cfg.div_factor
+        shape = WarmupLinearDecay(total, cfg.warmup, start, start / cfg.final_div_factor)
+        return lr_sched.LambdaLR(optimizer, shape)
     if cfg.schedule == "cyclic":
         # Triangular cyclical lr (Smith 2017, seed 002's CyclicLR): straight up from
         # lr/div_factor to lr and straight back down, once every cycle_epochs epochs.
         half_cycle = max(1, round(cfg.cycle_epochs * steps_per_epoch / 2))
-        scheduler = lr_sched.CyclicLR(
+        return lr_sched.CyclicLR(
             optimizer, [p / cfg.div_factor for p in peaks], peaks, step_size_up=half_cycle,
             mode="triangular", cycle_momentum=False,
         )  # fmt: skip
-        return Schedule(scheduler, per_batch=True)
-    if cfg.schedule == "warmup_cosine":
-        # A straight line from lr/div_factor up to lr over the warm-up, then a half cosine down to
-        # min_lr (Goyal et al. 2017's warm-up; Loshchilov & Hutter 2017's cosine).
-        total = total_steps(cfg, steps_per_epoch)
-        warm = max(1, round(cfg.warmup * total))
-        scheduler = lr_sched.SequentialLR(
-            optimizer,
-            [
-                lr_sched.LinearLR(optimizer, 1 / cfg.div_factor, 1.0, total_iters=warm),
-                lr_sched.CosineAnnealingLR(optimizer, max(1, total - warm), cfg.min_lr),
-            ],
-            milestones=[warm],
-        )
-        return Schedule(scheduler, per_batch=True)
-    return Schedule(None, per_batch=False)
+    # warmup_cosine: a straight line from lr/div_factor up to lr over the warm-up, then a half
+    # cosine down to min_lr (Goyal et al. 2017's warm-up; Loshchilov & Hutter 2017's cosine).
+    warm = max(1, round(cfg.warmup * total))
+    return lr_sched.SequentialLR(
+        optimizer,
+        [
+            lr_sched.LinearLR(optimizer, 1 / cfg.div_factor, 1.0, total_iters=warm),
+            lr_sched.CosineAnnealingLR(optimizer, max(1, total - warm), cfg.min_lr),
+        ],
+        milestones=[warm],
+    )
 
 
 def learning_rates(
@@ -369,7 +385,8 @@ def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
 @torch.no_grad()
 def copy_average_into(model: nn.Module, ema: AveragedModel) -> None:
     """Lookahead's step back: the network's weights and BatchNorm statistics become the average's
-    (Zhang et al. 2019 call the average the slow weights; training goes on from there)."""
+    (airbench's variant of Lookahead: Zhang et al. 2019 move their slow weights once every K steps,
+    towards the fast ones, where this average follows every step)."""
     average = itertools.chain(ema.module.parameters(), ema.module.buffers())
     current = itertools.chain(model.parameters(), model.buffers())
     for slow, fast in zip(average, current, strict=True):
@@ -404,21 +421,88 @@ def _raise_non_finite(loss_sum: torch.Tensor, batches: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a run computes: its device, the memory layout of the model and its batches,
+    and the precision of the forward pass. Decided once (:func:`placement_for`), then passed to
+    every loop, so training and validation cannot disagree.
+
+    Attributes:
+        device: where the model and every batch live.
+        memory_format: ``torch.channels_last`` (NHWC) or ``torch.contiguous_format``, as
+            ``models.memory_format_for`` chose for this model on this device.
+        amp: run the forward pass in mixed precision, in ``amp_dtype``.
+        amp_dtype: ``config.autocast_dtype(device)``: float16 on CUDA, bfloat16 elsewhere.
+        scaler: float16 needs its loss scaled up so small gradients do not underflow to 0; the
+            scaler unscales before the step and skips a step whose gradients overflowed. Enabled
+            with ``amp`` on CUDA only; disabled (float32, bfloat16), it passes everything through.
+            The object stays the same, its state changes (``fit`` saves it in ``last.pt``).
+    """
+
+    device: torch.device
+    memory_format: torch.memory_format
+    amp: bool
+    amp_dtype: torch.dtype
+    scaler: torch.amp.GradScaler
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the model runs in NHWC layout."""
+        return self.memory_format == torch.channels_last
+
+    def autocast(self) -> torch.autocast:
+        """The forward pass's precision: ``amp_dtype`` with ``amp``, float32 without."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
+
+
+def placement_for(
+    model: nn.Module, device: torch.device | str, *, amp: bool = False, channels_last: bool = True
+) -> Placement:
+    """Decide where and how ``model`` computes, and move it there: to ``device``, in the layout
+    ``models.memory_format_for`` picks (NHWC when ``channels_last`` and safe), with mixed
+    precision if ``amp``. ``fit`` calls it once per run. Explained in notebook 05."""
+    device = torch.device(device)
+    memory_format = to_device(model, device, channels_last)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    return Placement(device, memory_format, amp, autocast_dtype(device), scaler)
+
+
+@dataclass(frozen=True)
+class StepExtras:
+    """The recipe's optional parts of a training step (notebook 07); none by default.
+
+    Attributes:
+        mix: mixup or CutMix (:func:`build_mixing`), before the forward pass: mixes the batch and
+            returns soft targets ``(B, num_classes)``. Accuracy still counts the true labels.
+        ema: an average of the weights (:func:`build_ema`), updated after every step.
+        lookahead: with ``ema``, copy the average back into the model after every
+            ``lookahead``-th update (0: never): airbench's variant of Lookahead (Zhang et al. 2019).
+    """
+
+    mix: BatchMixing | None = None
+    ema: AveragedModel | None = None
+    lookahead: int = 0
+
+    def update_average(self, model: nn.Module) -> None:
+        """After a step: average ``model`` in, and at every ``lookahead``-th update copy the
+        average back into it (:func:`copy_average_into`). Nothing without an average."""
+        if self.ema is None:
+            return
+        self.ema.update_parameters(model)
+        if self.lookahead and int(self.ema.n_averaged) % self.lookahead == 0:
+            copy_average_into(model, self.ema)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     criterion: nn.Module,
     optimizer: torch.optim.Optimizer,
-    device: torch.device | str,
+    device: torch.device | str | Placement,
     *,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    amp: bool = False,
     channels_last: bool = True,
-    progress: bool = False,
-    mix: BatchMixing | None = None,
-    ema: AveragedModel | None = None,
-    lookahead: int = 0,
+    extras: StepExtras = StepExtras(),
 ) -> EpochStats:
     """One pass over the training data: for every batch, zero_grad, forward, loss, backward, step.
 
@@ -429,53 +513,36 @@ def train_one_epoch(
     Args:
         model: put in training mode here (BatchNorm uses and updates batch statistics).
         loader: yields ``(images (B, 3, H, W), labels (B,))``.
-        criterion: the loss, averaged over the batch, e.g. ``nn.CrossEntropyLoss()``.
+        device: where to train, in float32, in NHWC layout where safe (unless ``channels_last`` is
+            False); or the :class:`Placement` that ``fit`` decided, mixed precision included.
         scheduler: a *per-batch* scheduler (one-cycle), stepped after every optimizer step. Leave
             ``None`` for per-epoch schedules and step those after the epoch (see :class:`Schedule`).
-        scaler: a ``torch.amp.GradScaler`` for float16 on CUDA; ``None``: a disabled one.
-        amp: run the forward pass in mixed precision (see ``config.autocast_dtype``).
-        channels_last: run in NHWC layout where safe (see ``models.memory_format_for``).
-        mix: mixup or CutMix (:func:`build_mixing`): mixes the batch and returns soft targets.
-            Accuracy is still counted against the true labels.
-        ema: an average of the weights (:func:`build_ema`), updated after every step.
-        lookahead: with ``ema``, copy the average back into ``model`` after every ``lookahead``-th
-            update (0: never), as Lookahead does (Zhang et al. 2019).
+        extras: mixup or CutMix, the weight average and Lookahead (:class:`StepExtras`).
 
-    Returns the epoch's mean loss and accuracy over all images seen, the image count and the time;
-    raises :class:`NonFiniteLossError` if the loss becomes ``inf`` or ``nan``. Explained in
-    notebook 05.
+    Returns the epoch's mean loss and accuracy per image, its image count and time; raises
+    :class:`NonFiniteLossError` if the loss becomes ``inf`` or ``nan``. Explained in notebook 05.
     """
-    device = torch.device(device)
-    memory_format = to_device(model, device, channels_last)
-    scaler = scaler if scaler is not None else torch.amp.GradScaler(device.type, enabled=False)
+    place = device if isinstance(device, Placement) else placement_for(model, device,
+                                                                      channels_last=channels_last)
     model.train()
-    start = time.perf_counter()
-    loss_sum = torch.zeros((), device=device)  # summed over images, stays on the device
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    images_seen = 0
-    batches = tqdm(loader, desc="train", leave=False, disable=not progress)
-    for step, (images, labels) in enumerate(batches, start=1):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)  # (B, 3, H, W)
-        labels = labels.to(device, non_blocking=True)  # (B,)
-        images, targets = (images, labels) if mix is None else mix(images, labels)  # (B, C) soft
+    start, images_seen = time.perf_counter(), 0
+    loss_sum = torch.zeros((), device=place.device)  # summed over images, stays on the device
+    correct = torch.zeros((), dtype=torch.int64, device=place.device)
+    for step, (images, labels) in enumerate(loader, start=1):
+        images = images.to(place.device, non_blocking=True, memory_format=place.memory_format)
+        labels = labels.to(place.device, non_blocking=True)  # (B,); images (B, 3, H, W)
+        images, targets = (images, labels) if extras.mix is None else extras.mix(images, labels)
 
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=amp):
+        with place.autocast():  # mixed precision, if the placement says so
             logits = model(images)  # (B, num_classes)
             loss = criterion(logits, targets)  # mean over the batch
-        # float16 needs its loss scaled up so small gradients do not underflow to 0; the scaler
-        # unscales before the step and skips a step whose gradients overflowed. A disabled scaler
-        # (float32, bfloat16) passes everything through unchanged.
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        place.scaler.scale(loss).backward()  # float16: scaled, see Placement.scaler
+        place.scaler.step(optimizer)
+        place.scaler.update()
         if scheduler is not None:
             scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
-            if lookahead and int(ema.n_averaged) % lookahead == 0:
-                copy_average_into(model, ema)
-
+        extras.update_average(model)  # the weight average and Lookahead, if any
         loss_sum += loss.detach().float() * labels.size(0)
         correct += (logits.argmax(dim=1) == labels).sum()
         images_seen += labels.size(0)
@@ -484,18 +551,14 @@ def train_one_epoch(
     if images_seen == 0:
         raise ValueError("the training loader yielded no batches")
     _raise_non_finite(loss_sum, step)
-    return EpochStats(
-        loss_sum.item() / images_seen,
-        correct.item() / images_seen,
-        images_seen,
-        time.perf_counter() - start,
-    )
+    return EpochStats(loss_sum.item() / images_seen, correct.item() / images_seen, images_seen,
+                      time.perf_counter() - start)  # fmt: skip
 
 
 def evaluate(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    device: torch.device | str,
+    device: torch.device | str | Placement,
     *,
     channels_last: bool = True,
     amp: bool = False,
@@ -508,10 +571,13 @@ def evaluate(
     code, so they cannot drift apart. The loss is plain cross-entropy (no label smoothing), so
     runs with different training losses stay comparable. Under torchrun, ``loader`` holds this
     process's slice of the split and the slices are gathered first, so every process gets the same
-    numbers.
+    numbers. ``device`` may be the :class:`Placement` ``fit`` decided: its layout and precision
+    then replace ``channels_last`` and ``amp``.
 
     Explained in notebook 05.
     """
+    if isinstance(device, Placement):
+        device, channels_last, amp = device.device, device.channels_last, device.amp
     start = time.perf_counter()
     pred = predict(model, loader, device, channels_last=channels_last, amp=amp, tta=tta)
     pred = gather_predictions(pred)  # the whole split; unchanged without torchrun
@@ -569,8 +635,9 @@ def choose_threads(cfg: TrainConfig, model: nn.Module, device: torch.device | st
         torch.set_num_threads(threads)
         trial = copy.deepcopy(model)  # each count starts from the same weights
         optimizer = build_optimizer(trial, cfg)
+        place = placement_for(trial, device, amp=cfg.amp, channels_last=cfg.channels_last)
         step = lambda n: train_one_epoch(trial, [batch] * n, nn.CrossEntropyLoss(), optimizer,
-                                         device, amp=cfg.amp, channels_last=cfg.channels_last)  # fmt: skip
+                                         place)  # fmt: skip
         step(1)  # warm-up: a new thread count starts its threads and picks its kernels
         return step(THREADS_TIMED_STEPS).seconds / THREADS_TIMED_STEPS
 
@@ -703,6 +770,31 @@ class FitResult:
 RESUME_FREE_FIELDS = ("num_workers", "eval_batch_size", "threads")
 
 
+@dataclass(frozen=True)
+class FitOptions:
+    """:func:`fit`'s optional settings, passed to it by name (``fit(..., resume=path)``).
+
+    Attributes:
+        resume: a ``last.pt`` to continue from, exactly where it stopped.
+        classes: the class names, stored in the checkpoints (mixup and CutMix make soft targets
+            over this many).
+        mean, std: the normalization statistics, stored in the checkpoints: with ``classes``,
+            what it takes to use the model later on new images.
+        stop_after_epoch: stop after this (1-based) epoch as if interrupted; ``resume=`` goes on.
+        deadline: a ``time.perf_counter()`` reading by which training and validation must end
+            (``budget.fit_to_budget`` gives it). If the machine slows down and the planned steps
+            would not fit, fewer are run, and a ``linear`` schedule is shortened to match; if it
+            speeds up, a ``linear`` run gets more (:class:`Pacer`).
+    """
+
+    resume: str | os.PathLike[str] | None = None
+    classes: Sequence[str] = CIFAR10_CLASSES
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    stop_after_epoch: int | None = None
+    deadline: float | None = None
+
+
 @dataclass
 class _Run:
     """The objects of a run whose state ``last.pt`` saves and ``resume`` restores."""
@@ -710,12 +802,12 @@ class _Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
-    scaler: torch.amp.GradScaler
+    placement: Placement  # decided once by fit; its gradient scaler has state
     stopper: EarlyStopping
     criterion: nn.Module
     mix: BatchMixing | None
     ema: AveragedModel | None
-    ddp: nn.Module  # what trains: under torchrun, the model in DistributedDataParallel; else model
+    trained: nn.Module  # the module the loop calls: under torchrun, model in DistributedDataParallel
     history: dict[str, list] = field(default_factory=lambda: {c: [] for c in HISTORY_COLUMNS})
 
     @property
@@ -732,13 +824,8 @@ def fit(
     device: torch.device | str,
     *,
     out_dir: str | os.PathLike[str],
-    resume: str | os.PathLike[str] | None = None,
-    classes: Sequence[str] = CIFAR10_CLASSES,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    stop_after_epoch: int | None = None,
     progress: bool = True,
-    deadline: float | None = None,
+    **options: Any,
 ) -> FitResult:
     """Train for ``cfg.epochs`` epochs (or ``cfg.steps`` steps), keeping the best (on validation)
     and the last checkpoints.
@@ -751,41 +838,31 @@ def fit(
     Args:
         train_loader: reseeded before each epoch (``data.set_loader_epoch``), so epoch ``e``'s
             shuffle and augmentation depend only on ``(cfg.seed, e)``.
-        out_dir: the run folder.
-        resume: a ``last.pt`` to continue from, exactly where it stopped.
-        classes, mean, std: stored in the checkpoints, to use the model later on new images.
-        stop_after_epoch: stop after this (1-based) epoch as if interrupted; ``resume=`` goes on.
-        deadline: a ``time.perf_counter()`` reading by which training and validation must end
-            (``budget.fit_to_budget`` gives it). If the machine slows down and the planned steps
-            would not fit, fewer are run, and a ``linear`` schedule is shortened to match; if it
-            speeds up, a ``linear`` run gets more (:class:`Pacer`).
+        options: any of :class:`FitOptions`, by name: ``resume``, ``classes``, ``mean``, ``std``,
+            ``stop_after_epoch``, ``deadline``.
 
-    Returns:
-        A :class:`FitResult`. The model keeps the *last* epoch's weights.
-
-    Raises:
-        NonFiniteLossError: the loss diverged; ``last.pt`` and ``best.pt`` keep the last good state.
-
-    Explained in notebook 05.
+    Returns a :class:`FitResult`; the model keeps the *last* epoch's weights. A diverged loss raises
+    :class:`NonFiniteLossError`; ``last.pt`` and ``best.pt`` keep the last good state. Notebook 05.
     """
-    device, out = torch.device(device), Path(out_dir)
+    opts, out = FitOptions(**options), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.whiten_stem and resume is None:
+    if cfg.whiten_stem and opts.resume is None:
         _whiten_stem(model, train_loader)
-    run = _start_run(model, cfg, device, len(train_loader), num_classes=len(classes))
-    start_epoch, cfg = (0, cfg) if resume is None else _resume(Path(resume), run, cfg, device)
-    cfg = choose_threads(cfg, model, device)  # a resumed run keeps the count it chose
-    metadata = _describe_run(model, cfg, classes, mean, std)  # saved in both checkpoints
-    pacer = Pacer(cfg, len(train_loader), deadline, run.schedule.scheduler)
-    bar = tqdm(total=pacer.epochs, initial=start_epoch, desc="epochs", disable=not progress)
-    epoch = start_epoch
+    # Where and how the whole run computes (device, memory layout, precision): decided once.
+    place = placement_for(model, device, amp=cfg.amp, channels_last=cfg.channels_last)
+    run = _start_run(model, cfg, place, len(train_loader), num_classes=len(opts.classes))
+    epoch, cfg = (0, cfg) if opts.resume is None else _resume(Path(opts.resume), run, cfg)
+    cfg = choose_threads(cfg, model, place.device)  # a resumed run keeps the count it chose
+    metadata = _describe_run(model, cfg, opts)  # saved in both checkpoints
+    pacer = Pacer(cfg, len(train_loader), opts.deadline, run.schedule.scheduler)
+    bar = tqdm(total=pacer.epochs, initial=epoch, desc="epochs", disable=not progress)
     with cpu_threads(cfg.threads):
         while epoch < pacer.epochs and not run.stopper.should_stop:  # (resumed: may have stopped)
             epoch += 1
             set_loader_epoch(train_loader, cfg.seed, epoch)
             try:
                 row = _epoch(run, epoch, pacer.batches(train_loader, epoch), val_loader, cfg,
-                             device, progress)  # fmt: skip
+                             progress=progress)  # fmt: skip
             except NonFiniteLossError as exc:
                 kept = kept_message(out / "last.pt", out / "best.pt")
                 raise NonFiniteLossError(f"Epoch {epoch}: {exc} {kept}") from None
@@ -793,13 +870,24 @@ def fit(
             cfg = _follow_plan(cfg, pacer, metadata)
             _save_epoch(out, run, row, metadata, improved=run.stopper.step(row[cfg.monitor]))
             _warn_if_slowed_down(run.history["images_per_second"])
-            bar.total = pacer.epochs
-            bar.update()
-            bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", val_acc=f"{row['val_acc']:.3f}")
-            if epoch == stop_after_epoch:
+            _show_epoch(bar, pacer.epochs, row)
+            if epoch == opts.stop_after_epoch:
                 break
     bar.close()
     barrier()  # under torchrun, wait until rank 0 has written the last files
+    return _fit_result(run, out, cfg)
+
+
+def _show_epoch(bar: tqdm, epochs: int, row: dict[str, float]) -> None:
+    """The epochs bar after an epoch: one more done, out of ``epochs`` (a deadline can change
+    them), and the epoch's accuracies."""
+    bar.total = epochs
+    bar.update()
+    bar.set_postfix(train_acc=f"{row['train_acc']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+
+
+def _fit_result(run: _Run, out: Path, cfg: TrainConfig) -> FitResult:
+    """What :func:`fit` returns at the end of a run in the folder ``out``."""
     return FitResult(
         history=pd.DataFrame(run.history, columns=list(HISTORY_COLUMNS)),
         best_checkpoint=out / "best.pt",
@@ -905,41 +993,34 @@ def _follow_plan(cfg: TrainConfig, pacer: Pacer, metadata: dict[str, Any]) -> Tr
 
 
 def _start_run(
-    model: nn.Module, cfg: TrainConfig, device: torch.device, steps_per_epoch: int, num_classes: int
+    model: nn.Module, cfg: TrainConfig, place: Placement, steps_per_epoch: int, num_classes: int
 ) -> _Run:
-    """The model on its device, with a fresh optimizer, schedule, scaler, stopper, loss, batch
-    mixing and weight average, and its DistributedDataParallel wrapper under torchrun."""
-    to_device(model, device, cfg.channels_last)
+    """A fresh optimizer, schedule, stopper, loss, batch mixing and weight average for ``model``
+    (already placed: :func:`placement_for`), and its DistributedDataParallel wrapper under
+    torchrun."""
     optimizer = build_optimizer(model, cfg)
     return _Run(
         model,
         optimizer,
         build_scheduler(optimizer, cfg, steps_per_epoch),
-        # float16 loss scaling, on CUDA only; disabled, it passes everything through.
-        torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda"),
+        place,
         EarlyStopping(cfg.patience, cfg.min_delta, MONITOR_MODES[cfg.monitor]),
         nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         build_mixing(cfg, num_classes),
         build_ema(model, cfg.ema),
-        wrap_model(model, device, cfg.sync_bn),  # the model itself without torchrun
+        wrap_model(model, place.device, cfg.sync_bn),  # the model itself without torchrun
     )
 
 
-def _describe_run(
-    model: nn.Module,
-    cfg: TrainConfig,
-    classes: Sequence[str],
-    mean: Sequence[float] | None,
-    std: Sequence[float] | None,
-) -> dict[str, Any]:
+def _describe_run(model: nn.Module, cfg: TrainConfig, opts: FitOptions) -> dict[str, Any]:
     """What every checkpoint of a run says about it: enough to rebuild and use the model."""
     return {
         "format": CHECKPOINT_FORMAT,
         "config": cfg.to_dict(),
         "architecture": model_architecture(model),
-        "classes": list(classes),
-        "mean": None if mean is None else [float(m) for m in mean],
-        "std": None if std is None else [float(s) for s in std],
+        "classes": list(opts.classes),
+        "mean": None if opts.mean is None else [float(m) for m in opts.mean],
+        "std": None if opts.std is None else [float(s) for s in opts.std],
         "monitor": cfg.monitor,
     }
 
@@ -950,26 +1031,25 @@ def _epoch(
     train_loader: Any,
     val_loader: Any,
     cfg: TrainConfig,
-    device: torch.device,
+    *,
     progress: bool,
 ) -> dict[str, float]:
     """One epoch: train, step a per-epoch schedule, validate. Returns the epoch's history row."""
     lr = run.optimizer.param_groups[0]["lr"]  # the lr at the start of the epoch
     start = time.perf_counter()
     scheduler, per_batch = run.schedule
+    batches = tqdm(train_loader, desc="train", leave=False, disable=not progress)
     train = train_one_epoch(
-        run.ddp, train_loader, run.criterion, run.optimizer, device,
+        run.trained, batches, run.criterion, run.optimizer, run.placement,
         scheduler=scheduler if per_batch else None,  # one-cycle counts batches
-        scaler=run.scaler, amp=cfg.amp, channels_last=cfg.channels_last, progress=progress,
-        mix=run.mix, ema=run.ema, lookahead=cfg.lookahead,
+        extras=StepExtras(run.mix, run.ema, cfg.lookahead),
     )  # fmt: skip
     train = _over_all_processes(train)
     if scheduler is not None and not per_batch:
         scheduler.step()  # the other schedules count epochs
     broadcast_buffers(run.model, run.ema)  # torchrun: rank 0's BatchNorm statistics everywhere
     validation_start = time.perf_counter()
-    val = evaluate(run.eval_model, val_loader, device, channels_last=cfg.channels_last,
-                   amp=cfg.amp, tta=cfg.tta)  # fmt: skip
+    val = evaluate(run.eval_model, val_loader, run.placement, tta=cfg.tta)
     if not math.isfinite(val.loss):
         raise NonFiniteLossError(
             f"the validation loss is {val.loss}: the weights diverged. Try a lower learning "
@@ -1015,14 +1095,13 @@ def _over_all_processes(stats: EpochStats) -> EpochStats:
     return stats._replace(loss=loss_sum / images, accuracy=correct / images, images=int(images))
 
 
-def _resume(
-    path: Path, run: _Run, cfg: TrainConfig, device: torch.device
-) -> tuple[int, TrainConfig]:
+def _resume(path: Path, run: _Run, cfg: TrainConfig) -> tuple[int, TrainConfig]:
     """Load ``last.pt`` into ``run`` (weights, optimizer, schedule, scaler, early stopping,
     history, random generators); returns the number of epochs it had finished, and ``cfg`` with
     the thread count the run chose (the same count computes the same numbers)."""
+    scaler, device = run.placement.scaler, run.placement.device
     state = load_checkpoint(
-        path, run.model, run.optimizer, run.schedule.scheduler, run.scaler, map_location=device
+        path, run.model, run.optimizer, run.schedule.scheduler, scaler, map_location=device
     )
     # A checkpoint from an older course_utils lacks the newer fields: they take their defaults.
     state["config"] = TrainConfig.from_dict(state["config"]).to_dict()
@@ -1036,7 +1115,7 @@ def _resume(
 
 
 def _save_epoch(
-    out: Path, run: _Run, row: dict[str, float], metadata: dict[str, Any], improved: bool
+    out: Path, run: _Run, row: dict[str, float], metadata: dict[str, Any], *, improved: bool
 ) -> None:
     """After an epoch: append its row, save ``best.pt`` if it improved, then ``last.pt`` and
     ``history.csv``. Each file is replaced atomically, so an interruption never breaks one."""
@@ -1055,7 +1134,7 @@ def _save_epoch(
         ema=None if run.ema is None else run.ema.state_dict(),
         optimizer=run.optimizer.state_dict(),
         scheduler=None if scheduler is None else scheduler.state_dict(),
-        scaler=run.scaler.state_dict(),
+        scaler=run.placement.scaler.state_dict(),
         early_stopping=run.stopper.state_dict(),
         history=run.history,
         rng=rng_states(),

@@ -94,7 +94,7 @@ def head_of(model: nn.Module) -> nn.Linear:
     if not isinstance(head, nn.Linear):
         raise TypeError(
             f"{type(model).__name__} has no linear head named {HEAD!r}: the transfer functions "
-            f"work on the course's networks (ResNet, CifarResNet) and torchvision's ResNets."
+            f"work on the course's ResNets (the paper's CIFAR nets too) and torchvision's."
         )
     return head
 

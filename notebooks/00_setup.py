@@ -20,8 +20,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/resnet18-cifar10-course/resnet18-cifar10/blob/main/notebooks/00_setup.ipynb)
 #
 # Before we touch a single image, we make sure the tools work and that we know what machine we
-# are on: a GPU trains ResNet-18 on CIFAR-10 in well under an hour, a laptop CPU would need many
-# hours (below, we measure how many).
+# are on: a full-width ResNet-18 needs many hours of a laptop's CPU for a usual recipe (below, we
+# measure how many on yours); a GPU is far faster (this repository has no GPU timings yet).
 #
 # **Learning objectives.** After this notebook you can
 # - say what each library of the course is for, and check which versions you have;
@@ -81,7 +81,6 @@ import torch
 import torchinfo
 import torchvision
 import tqdm
-from torch import nn
 
 import course_utils
 from course_utils.config import (
@@ -92,9 +91,7 @@ from course_utils.config import (
     is_smoke,
     set_seed,
 )
-from course_utils.data import TRAIN_SIZE
-from course_utils.machine import environment_report
-from course_utils.models import resnet18
+from course_utils.machine import environment_report, estimate_epoch_minutes
 
 libraries = (torch, torchvision, np, pd, matplotlib, sns, sklearn, tqdm, torchinfo, course_utils)
 pd.DataFrame(
@@ -132,45 +129,23 @@ if device.type == "cpu":
     print("No GPU found. Everything still works; the training notebooks will use small presets.")
 
 # %% [markdown]
-# What does the device mean for training time? Rather than guess, we **measure**: a few training
+# What does the device mean for training time? Rather than guess, we **measure**:
+# `estimate_epoch_minutes` (in `course_utils/machine.py`, one screenful) times a few training
 # steps (forward pass, loss, backward pass, optimizer step) of the ResNet-18 we build in
-# notebook 04, on random inputs, scaled up to one epoch of 50,000 images. The first step is not
-# timed, because it includes one-off costs (memory allocation, GPU kernel selection). GPU work runs
-# asynchronously, so we wait for it to finish before reading the clock.
+# notebook 04, on random inputs, with the same loop training uses (notebook 05), and scales them
+# up to one epoch of the 45,000 training images (the other 5,000 are held out for validation,
+# notebook 02). The first step is not timed, because it includes one-off costs (memory
+# allocation, kernel selection); and since GPU work runs asynchronously, the loop reads its result
+# back before the clock stops, so the time is the work done, not the work queued.
 #
 # We time the full network (width 64) and the narrow one (width 16) that smoke mode and the CPU
 # presets use.
 
 # %%
-def sync() -> None:
-    """Wait until the GPU has finished its queued work (GPU calls return before it is done)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def seconds_per_epoch(width: int, batch_size: int, steps: int = 2) -> float:
-    """Time `steps` training steps of ResNet-18 on random data; scale to one epoch."""
-    model = resnet18(width=width).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    x = torch.randn(batch_size, 3, 32, 32, device=device)  # (B, 3, 32, 32)
-    y = torch.randint(0, 10, (batch_size,), device=device)  # (B,)
-    times = []
-    for _ in range(steps + 1):  # step 0 warms up and is not counted
-        sync()
-        start = time.perf_counter()
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times[1:]) / batch_size * TRAIN_SIZE
-
-
 batch_size = 128 if device.type != "cpu" else (16 if is_smoke() else 64)
 steps = 1 if is_smoke() else 3  # smoke mode: one timed step is enough to see the order of magnitude
-estimates = {f"width {w}": seconds_per_epoch(w, batch_size, steps) / 60 for w in (64, SMOKE.width)}
+estimates = {f"width {w}": estimate_epoch_minutes(w, batch_size, steps, device)
+             for w in (64, SMOKE.width)}
 pd.Series(estimates, name=f"minutes per epoch on {device}").round(2).to_frame()
 
 # %% [markdown]
@@ -270,7 +245,7 @@ assert not np.array_equal(first[1], other[1]) and not torch.equal(first[2], othe
 # %% [markdown]
 # ## 6. Smoke mode
 #
-# A full run of this course takes about an hour on a GPU and far longer on a CPU. To check that
+# Every notebook at full size takes minutes to hours on a CPU (each says what it measured). To check that
 # everything *works*, set the environment variable `COURSE_SMOKE=1`: every notebook then runs the
 # same code on a small real subset of CIFAR-10, for a couple of epochs, with a narrower network.
 # The results are worse, but
@@ -289,11 +264,11 @@ pd.Series(asdict(SMOKE), name="smoke-mode value").to_frame()
 # ## 7. How the course is laid out
 #
 # ```
-# notebooks/      00-06: the core sequence, read and run in order; 07 and 08: the labs after it
+# notebooks/      00-06: the core sequence, read and run in order; 07-09: the labs after it
 # student/        the same notebooks with the exercises left for you to solve
 # course_utils/   the helper package: config, data, models, training, evaluation, plotting
 # checkpoints/    a trained model shipped with the course, with its metrics and command
-# results/        the measured tables the experiments lab (notebook 07) reads
+# results/        the measured tables the labs (notebooks 07-09) read
 # benchmarks/     scripts that measure speed and memory, with their recorded results
 # tests/          checks that course_utils does what the notebooks say it does
 # data/           CIFAR-10 (downloaded or copied here; never committed)

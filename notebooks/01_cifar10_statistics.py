@@ -288,7 +288,7 @@ print("Compared with the", "official release" if is_official else "JPEG copy", "
 assert np.allclose(mean, ref_mean, atol=0.002) and np.allclose(std, ref_std, atol=0.002)
 
 # %% [markdown]
-# The means of the two releases agree to four decimals; the stds differ in the third, because JPEG
+# The means of the two releases differ by at most 0.0001; the stds differ in the third decimal, because JPEG
 # compression smooths away a little fine detail (variance). A training run does not take either
 # pair from here: it computes the statistics of its own training images, from whichever copy it
 # loaded (notebook 05, and `python -m course_utils train`), and stores them in its checkpoints. The

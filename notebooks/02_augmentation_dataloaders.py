@@ -371,8 +371,8 @@ assert abs(acc_fresh[best] - 0.1) < 2 * standard_error  # ...and is chance on fr
 # one of 72, and dropping it means every step sees a full batch, so BatchNorm never normalizes with
 # the statistics of a handful of images. (BatchNorm averages over the images *and* the positions of
 # a batch, so even one image gives it 32 x 32 values per channel; it fails only where a batch of
-# one has 1 x 1 feature maps, a single value per channel, as in the last stage of the ImageNet stem
-# on a 32 x 32 image, notebook 04.) Each epoch reshuffles, so the dropped images differ from epoch
+# one has 1 x 1 feature maps, a single value per channel, as in the last stage of a network with
+# the ImageNet stem on a 32 x 32 image, notebook 04.) Each epoch reshuffles, so the dropped images differ from epoch
 # to epoch.
 
 # %%

@@ -377,7 +377,11 @@ display(Markdown(f"```python\n{inspect.getsource(train_one_epoch)}\n```"))
 #   batches (as the task statement's loop does) is slightly off.
 # - Nothing is printed per batch. Printing the loss every batch (as some tutorials do) floods the
 #   output with thousands of lines, and each `.item()` makes the CPU wait for the GPU. The sums
-#   stay on the device and are read once per epoch; a progress bar shows that the loop is alive.
+#   stay on the device and are read once per epoch; a progress bar (`fit` wraps the loader in one)
+#   shows that the loop is alive.
+# - `place` says where and how to compute: the device, the memory layout, and whether to use mixed
+#   precision. `fit` decides it once for the whole run (`placement_for`) and passes it in; given a
+#   plain device, the loop decides it here, in float32.
 # - The optional parts (mixed precision with a gradient scaler, a per-batch scheduler, the check
 #   for a non-finite loss every 50 batches) are covered later in this notebook or in the docstring.
 #
@@ -491,7 +495,7 @@ assert stopper.should_stop and stopper.epochs == 8
 # is an improvement if it beats the best so far by more than `min_delta`, and only then becomes the
 # new best; stop once the last `patience` epochs in a row were not improvements. (The best moves
 # only on improvements, so a few small gains, each under `min_delta`, can together beat it.) The
-# check compares your decisions with `EarlyStopping`'s after every epoch of six scripted runs,
+# check compares your decisions with `EarlyStopping`'s after every epoch of the scripted runs
 # `STOPPING_RUNS`, each of which catches a common slip.
 
 # %%
@@ -513,7 +517,10 @@ def my_should_stop(history: list[float], patience: int, min_delta: float = 0.0) 
 decisions = check_should_stop(my_should_stop)  # try it: my_should_stop([0.5, 0.62, 0.61], 2)
 
 # %%
-fig, axes = plt.subplots(2, 3, figsize=(13, 6), sharey=True)
+rows = math.ceil(len(STOPPING_RUNS) / 4)  # every scripted run gets a panel
+fig, axes = plt.subplots(rows, 4, figsize=(15, 3 * rows), sharey=True, squeeze=False)
+for ax in axes.flat[len(STOPPING_RUNS):]:
+    ax.set_visible(False)  # an empty panel
 for ax, (name, (values, patience, min_delta)) in zip(axes.flat, STOPPING_RUNS.items()):
     epochs = np.arange(1, len(values) + 1)
     ax.plot(epochs, values, "o-")

@@ -557,7 +557,8 @@ print(f"feature-space neighbours of the same class: {same_class.mean():.0%}; "
 # ## Where to go from here
 #
 # This is the end of the core sequence. The labs go further: notebook 07 measures over seeds what
-# each choice of the recipe buys, and notebook 08 starts from pretrained weights;
+# each choice of the recipe buys, notebook 08 starts from pretrained weights, and notebook 09
+# diagnoses a run (learning-rate range test, calibration, Grad-CAM);
 # [the README](../README.md) lists every notebook and the command that trains and reports a full
 # run. Some next steps of your own:
 # - train the `full` preset on a GPU (Colab's free GPU works) and rerun this notebook on the result;

@@ -18,9 +18,12 @@ from course_utils.models import (
     RESNET_SPECS,
     BasicBlock,
     Bottleneck,
+    PadShortcut,
     ResNet,
+    cifar_resnet,
     count_parameters,
     gradient_norms,
+    model_architecture,
     parameters_per_stage,
     plain_resnet,
     resnet,
@@ -398,8 +401,6 @@ PAPER_CIFAR_PARAMS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6
 
 @pytest.mark.parametrize("depth", sorted(PAPER_CIFAR_PARAMS))
 def test_cifar_resnet_parameter_counts_match_the_paper(depth: int) -> None:
-    from course_utils.models import cifar_resnet
-
     option_a = count_parameters(cifar_resnet(depth, "A"))
     digits = 2 if depth < 110 else 1  # the paper rounds to 0.27M ... 1.7M
     assert round(option_a / 1e6, digits) == pytest.approx(PAPER_CIFAR_PARAMS[depth] / 1e6)
@@ -411,8 +412,6 @@ def test_cifar_resnet_parameter_counts_match_the_paper(depth: int) -> None:
 
 @pytest.mark.parametrize("depth", [20, 56])
 def test_cifar_resnet_has_6n_plus_2_weighted_layers_and_the_paper_shapes(depth: int) -> None:
-    from course_utils.models import cifar_resnet
-
     model = cifar_resnet(depth).eval()
     main_path = [
         m for name, m in model.named_modules()
@@ -427,8 +426,6 @@ def test_cifar_resnet_has_6n_plus_2_weighted_layers_and_the_paper_shapes(depth: 
 
 
 def test_option_a_shortcut_is_the_subsampled_input_padded_with_zeros() -> None:
-    from course_utils.models import PadShortcut, cifar_resnet
-
     x = torch.randn(2, 16, 32, 32)
     out = PadShortcut(16, 32, stride=2)(x)
     assert out.shape == (2, 32, 16, 16)
@@ -440,6 +437,121 @@ def test_option_a_shortcut_is_the_subsampled_input_padded_with_zeros() -> None:
         cifar_resnet(18)
     with pytest.raises(ValueError, match="shortcut"):
         cifar_resnet(20, "C")
+
+
+def paper_cifar_keys(depth: int, shortcut: str) -> list[str]:
+    """The state dict keys of a CIFAR ResNet, written out from the paper's description with
+    torchvision's names: the stem, three stages of n BasicBlocks and the head; with option B also
+    a projection (1x1 conv + BatchNorm) in the first block of layer2 and of layer3."""
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    keys = ["conv1.weight", *(f"bn1.{name}" for name in bn)]
+    for stage in (1, 2, 3):
+        for index in range((depth - 2) // 6):
+            block = f"layer{stage}.{index}"
+            keys += [f"{block}.conv1.weight", *(f"{block}.bn1.{name}" for name in bn)]
+            keys += [f"{block}.conv2.weight", *(f"{block}.bn2.{name}" for name in bn)]
+            if shortcut == "B" and stage > 1 and index == 0:
+                keys += [f"{block}.downsample.0.weight"]
+                keys += [f"{block}.downsample.1.{name}" for name in bn]
+    return keys + ["fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B", "none"])
+def test_cifar_resnet_is_a_three_stage_resnet(shortcut: str) -> None:
+    model = cifar_resnet(20, shortcut).eval()
+    assert isinstance(model, ResNet)
+    assert list(model.state_dict()) == paper_cifar_keys(20, shortcut)  # no layer4
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        outputs = model.stage_outputs(x)
+        features = model.forward_features(x)
+    assert list(outputs) == ["stem", "layer1", "layer2", "layer3", "pool", "fc"]
+    assert outputs["layer3"].shape == (2, 64, 8, 8)
+    assert features.shape == (2, 64) == (2, model.num_features)
+    torch.testing.assert_close(outputs["pool"], features)
+    per_stage = parameters_per_stage(model)
+    assert list(per_stage) == ["stem", "layer1", "layer2", "layer3", "fc"]
+    assert sum(per_stage.values()) == count_parameters(model)
+
+
+@pytest.mark.parametrize(
+    ("shortcut", "downsample", "projections"),
+    [("A", PadShortcut, 0), ("B", nn.Sequential, 2), ("none", type(None), 0)],
+)
+def test_cifar_resnet_builds_only_the_shortcuts_it_keeps(
+    monkeypatch: pytest.MonkeyPatch, shortcut: str, downsample: type, projections: int
+) -> None:
+    """_make_layer decides each shortcut before it builds the block: option A makes no projection
+    that is then thrown away."""
+    built = []
+    conv_init = nn.Conv2d.__init__
+
+    def counting_init(self: nn.Conv2d, *args: object, **kwargs: object) -> None:
+        built.append(self)
+        conv_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Conv2d, "__init__", counting_init)
+    model = cifar_resnet(20, shortcut)
+    kept = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(kept) == 1 + 18 + projections  # stem, 9 blocks of two, and option B's 1x1 convs
+    assert {id(m) for m in built} == {id(m) for m in kept} and len(built) == len(kept)
+    assert model.layer1[0].downsample is None  # 16 -> 16 channels at stride 1: x itself fits
+    assert type(model.layer2[0].downsample) is downsample
+    assert type(model.layer3[0].downsample) is downsample
+
+
+@pytest.mark.parametrize("block_type", [BasicBlock, Bottleneck])
+def test_block_uses_the_downsample_it_is_given(block_type: type[BasicBlock | Bottleneck]) -> None:
+    torch.manual_seed(0)
+    out_planes = 8 * block_type.expansion
+    pad = PadShortcut(4, out_planes, stride=2)
+    block = block_type(4, 8, stride=2, downsample=pad)
+    randomise_batchnorm(block, torch.Generator().manual_seed(1))
+    block.eval()
+    assert block.downsample is pad
+    assert not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) for m in pad.modules())
+    x = torch.randn(2, 4, 8, 8)
+    zeros = torch.zeros(2, out_planes - 4, 4, 4)
+    with torch.no_grad():
+        expected = torch.relu(residual_branch(block, x) + torch.cat([x[:, :, ::2, ::2], zeros], 1))
+        torch.testing.assert_close(block(x), expected)
+    with pytest.raises(ValueError, match="plain block"):
+        block_type(4, 8, stride=2, shortcut=False, downsample=pad)
+
+
+def test_resnet_shortcut_takes_a_kind_or_a_boolean() -> None:
+    for flag, kind in [(True, "B"), (False, "none")]:
+        by_flag = ResNet(BasicBlock, (1, 1, 1, 1), width=8, shortcut=flag)
+        by_kind = ResNet(BasicBlock, (1, 1, 1, 1), width=8, shortcut=kind)
+        assert list(by_flag.state_dict()) == list(by_kind.state_dict())
+        assert by_flag.shortcut_type == by_kind.shortcut_type == kind
+        assert model_architecture(by_flag) == model_architecture(by_kind)
+    option_a = ResNet(BasicBlock, (1, 1, 1, 1), width=8, shortcut="A")
+    firsts = [option_a.layer2[0], option_a.layer3[0], option_a.layer4[0]]
+    assert all(isinstance(block.downsample, PadShortcut) for block in firsts)
+    plain = ResNet(BasicBlock, (1, 1, 1, 1), width=8, shortcut=False)
+    assert count_parameters(option_a) == count_parameters(plain)  # padding has no weights
+    assert model_architecture(option_a)["shortcut"] == "A"
+    with pytest.raises(ValueError, match="shortcut"):
+        ResNet(BasicBlock, (1, 1, 1, 1), shortcut="C")
+    with pytest.raises(ValueError, match="3"):
+        ResNet(BasicBlock, (1, 1))
+
+
+def test_cifar_resnet_architecture() -> None:
+    assert model_architecture(cifar_resnet(20)) == {
+        "name": "resnet20_cifar",
+        "shortcut": "A",
+        "num_classes": 10,
+    }
+    assert model_architecture(cifar_resnet(56, "none", num_classes=100)) == {
+        "name": "plain56_cifar",
+        "shortcut": "none",
+        "num_classes": 100,
+    }
+    # three stages that are not the paper's network get the general description
+    other = model_architecture(ResNet(BasicBlock, (3, 3, 3), width=8))
+    assert other["name"] == "resnet(BasicBlock, [3, 3, 3])" and other["width"] == 8
 
 
 def test_whitening_init_gives_uncorrelated_unit_variance_features() -> None:

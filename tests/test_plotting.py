@@ -63,7 +63,7 @@ def test_image_grid_undoes_the_normalization(arrays: CIFAR10Arrays, tmp_path: Pa
     )
     labels, preds = np.array([0, 1, 2, 3]), np.array([0, 5, 2, 3])
     fig = image_grid(
-        normalized, labels, preds=preds, mean=MEAN, std=STD, ncols=2, save=tmp_path / "g.png"
+        normalized, labels, preds=preds, stats=(MEAN, STD), ncols=2, save=tmp_path / "g.png"
     )
     assert_png(fig, tmp_path / "g.png")
     shown = np.asarray(fig.axes[0].images[0].get_array())
@@ -76,6 +76,13 @@ def test_image_grid_undoes_the_normalization(arrays: CIFAR10Arrays, tmp_path: Pa
     np.testing.assert_allclose(
         np.asarray(fig.axes[0].images[0].get_array()), arrays.images[0] / 255
     )
+
+
+def test_image_grid_shows_float_images_as_they_are_without_stats(arrays: CIFAR10Arrays):
+    in_unit_range = torch.from_numpy(arrays.images[:2]).permute(0, 3, 1, 2).float() / 255
+    fig = image_grid(in_unit_range, arrays.labels[:2], stats=None)
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    np.testing.assert_allclose(shown, arrays.images[0] / 255, atol=1e-6)
 
 
 def test_augmentation_grid_leaves_the_global_rng_alone(arrays: CIFAR10Arrays, tmp_path: Path):

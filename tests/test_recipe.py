@@ -26,7 +26,7 @@ from course_utils.budget import (
 )
 from course_utils.checkpoints import load_checkpoint
 from course_utils.config import set_seed
-from course_utils.data import TensorLoader, cifar10_splits
+from course_utils.data import Augmentation, Splits, TensorLoader, build_loaders, cifar10_splits
 from course_utils.evaluation import predict
 from course_utils.models import resnet18
 from course_utils.training import (
@@ -335,7 +335,8 @@ def test_alternate_flip_shows_each_image_once_each_way_in_two_epochs():
     from course_utils.data import CIFAR10Arrays, set_loader_epoch
 
     data = CIFAR10Arrays(images, np.arange(16) % 10, tuple(str(i) for i in range(10)), "fake")
-    loader = TensorLoader(data, 16, shuffle=False, augment=True, alternate_flip=True, seed=3)
+    flip_halves = Augmentation(alternate_flip=True)
+    loader = TensorLoader(data, 16, shuffle=False, augment=flip_halves, seed=3)
     flipped = {}
     for epoch in (1, 2, 3):
         set_loader_epoch(loader, 3, epoch)
@@ -373,3 +374,38 @@ def test_measure_throughput_divides_by_the_batches_a_small_loader_has():
     # each timing reads the clock twice, one step apart: 1 s over the batches actually run
     assert speed.train == pytest.approx(1.0 / TIMED_BATCHES)  # 8 single images: all 8 timed
     assert speed.eval == pytest.approx(1.0 / 2)
+
+
+def test_smaller_crops_are_windows_of_the_padded_image_and_evaluation_sees_whole_ones():
+    from course_utils.data import CIFAR10Arrays
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, (6, 32, 32, 3), dtype=np.uint8)  # no zeros: padding shows
+    data = CIFAR10Arrays(images, np.arange(6) % 10, tuple(str(i) for i in range(10)), "fake")
+    loader = TensorLoader(data, 6, augment=Augmentation(crop_padding=2, crop_size=24),
+                          mean=(0, 0, 0), std=(1 / 255, 1 / 255, 1 / 255), seed=1)  # fmt: skip
+    (x, _), = list(loader)
+    assert x.shape == (6, 3, 24, 24)
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))  # NumPy's own zero padding
+    for crop, source in zip(x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), padded):
+        windows = [source[i:i + 24, j:j + 24] for i in range(13) for j in range(13)]
+        assert any(np.array_equal(crop, w) or np.array_equal(crop, w[:, ::-1]) for w in windows)
+    # A run's configuration crops its training images only; validation sees whole ones.
+    cfg = TrainConfig(crop_size=24, crop_padding=2, loader="tensor", batch_size=6,
+                      eval_batch_size=6)  # fmt: skip
+    train, whole, _ = build_loaders(Splits(data, data, data), cfg, (0, 0, 0), (1, 1, 1), "cpu")
+    assert next(iter(train))[0].shape == (6, 3, 24, 24)
+    assert next(iter(whole))[0].shape == (6, 3, 32, 32)
+    with pytest.raises(ValueError, match="crop_size 40 does not fit"):
+        TensorLoader(data, 6, augment=Augmentation(crop_padding=2, crop_size=40))
+
+
+def test_augment_true_is_the_default_augmentation():
+    from course_utils.data import CIFAR10Arrays
+
+    images = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    data = CIFAR10Arrays(images, np.arange(8) % 10, tuple(str(i) for i in range(10)), "fake")
+    plain, spelled_out = (TensorLoader(data, 4, shuffle=True, augment=a, seed=2)
+                          for a in (True, Augmentation(crop_padding=4, crop_size=32)))  # fmt: skip
+    for (x, y), (x2, y2) in zip(plain, spelled_out):
+        assert torch.equal(x, x2) and torch.equal(y, y2)

@@ -22,7 +22,7 @@ from course_utils.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from course_utils.config import set_seed
+from course_utils.config import SCHEDULES, set_seed
 from course_utils.data import (
     CIFAR10Dataset,
     TensorLoader,
@@ -34,12 +34,17 @@ from course_utils.data import (
 from course_utils.models import model_architecture, resnet18, resnet34
 from course_utils.training import (
     HISTORY_COLUMNS,
+    PER_BATCH_SCHEDULES,
+    PER_EPOCH_SCHEDULES,
     PRESETS,
     TIMING_COLUMNS,
     EarlyStopping,
     NonFiniteLossError,
+    Placement,
+    StepExtras,
     TrainConfig,
     _warn_if_slowed_down,
+    build_ema,
     build_model,
     build_optimizer,
     build_scheduler,
@@ -49,6 +54,7 @@ from course_utils.training import (
     learning_rates,
     model_from_checkpoint,
     pick_threads,
+    placement_for,
     smoke_config,
     thread_candidates,
     train_one_epoch,
@@ -241,6 +247,17 @@ def test_onecycle_steps_per_batch_and_peaks_after_warmup():
     assert optimizer.param_groups[0]["momentum"] == 0.9  # momentum is not cycled
 
 
+def test_every_schedule_steps_per_batch_or_per_epoch_as_its_list_says():
+    """Only a schedule in neither list (``"none"``) leaves the lr constant."""
+    per_batch, per_epoch = set(PER_BATCH_SCHEDULES), set(PER_EPOCH_SCHEDULES)
+    assert not per_batch & per_epoch and per_batch | per_epoch <= set(SCHEDULES)
+    for name in SCHEDULES:
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+        schedule = build_scheduler(optimizer, TrainConfig(schedule=name, epochs=30), 10)
+        assert schedule.per_batch == (name in per_batch), name
+        assert (schedule.scheduler is None) == (name not in per_batch | per_epoch), name
+
+
 # --------------------------------------------------------------------------------------------------
 # The loop: train_one_epoch and evaluate against hand-written references
 # --------------------------------------------------------------------------------------------------
@@ -347,6 +364,61 @@ def test_non_finite_loss_raises_with_advice():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(NonFiniteLossError, match="nan.*lower learning rate"):
         train_one_epoch(model, synthetic_batches(6), nn.CrossEntropyLoss(), optimizer, "cpu")
+
+
+# --------------------------------------------------------------------------------------------------
+# Placement: where and how a run computes, decided once
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_placement_for_moves_the_model_and_fixes_layout_and_precision(amp: bool):
+    wide, narrow = resnet18(width=8), resnet18(width=4)  # width 4: a narrow strided 1x1 conv
+    place = placement_for(wide, "cpu", amp=amp)
+    assert place.device == torch.device("cpu") and place.amp == amp
+    assert place.memory_format == torch.channels_last and place.channels_last
+    assert wide.conv1.weight.is_contiguous(memory_format=torch.channels_last)  # moved
+    assert not place.scaler.is_enabled()  # loss scaling is for float16, on CUDA only
+    with place.autocast():
+        out = nn.Linear(4, 4)(torch.randn(2, 4))
+    assert out.dtype == (torch.bfloat16 if amp else torch.float32)
+    # The CPU guard of models.memory_format_for: NCHW for a network with a narrow strided 1x1.
+    assert placement_for(narrow, "cpu").memory_format == torch.contiguous_format
+    assert placement_for(resnet18(width=8), "cpu", channels_last=False).memory_format == (
+        torch.contiguous_format
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        place.amp = not amp  # decided once: a run cannot change it halfway
+
+
+def test_train_one_epoch_given_a_placement_or_a_device_trains_alike():
+    torch.manual_seed(0)
+    by_device, by_placement = TinyNet(), TinyNet()
+    by_placement.load_state_dict(by_device.state_dict())
+    batches, criterion = synthetic_batches(), nn.CrossEntropyLoss()
+    first = train_one_epoch(by_device, batches, criterion,
+                            torch.optim.SGD(by_device.parameters(), lr=0.1), "cpu")  # fmt: skip
+    place = placement_for(by_placement, "cpu")
+    second = train_one_epoch(by_placement, batches, criterion,
+                             torch.optim.SGD(by_placement.parameters(), lr=0.1), place)  # fmt: skip
+    assert (first.loss, first.accuracy, first.images) == (second.loss, second.accuracy,
+                                                          second.images)  # fmt: skip
+    for key, value in by_device.state_dict().items():
+        assert torch.equal(value, by_placement.state_dict()[key]), key
+
+
+def test_step_extras_lookahead_copies_the_average_back_every_kth_update():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    extras = StepExtras(ema=build_ema(model, decay=0.5), lookahead=2)
+    extras.update_average(model)  # update 1: the average starts at the weights, 1.0
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    extras.update_average(model)  # update 2: average 0.5 * 1 + 0.5 * 3 = 2, copied back
+    assert torch.equal(model.weight, torch.full((1, 2), 2.0))
+    StepExtras().update_average(model)  # no average: nothing happens
+    assert torch.equal(model.weight, torch.full((1, 2), 2.0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -773,6 +845,39 @@ def test_every_thread_count_is_timed_from_the_same_weights(monkeypatch: pytest.M
         assert torch.equal(weight, model.conv1.weight)
 
 
+def test_fit_decides_its_placement_once_and_trains_and_validates_with_it(
+    tiny_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from course_utils import training
+
+    decided, used = [], []
+
+    def deciding(*args, **kwargs):
+        decided.append(placement_for(*args, **kwargs))
+        return decided[-1]
+
+    def recording(function):
+        def wrapper(model, loader, *args, **kwargs):
+            used.append([a for a in args if isinstance(a, Placement)])
+            return function(model, loader, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(training, "placement_for", deciding)
+    monkeypatch.setattr(training, "train_one_epoch", recording(train_one_epoch))
+    monkeypatch.setattr(training, "evaluate", recording(evaluate))
+    cfg = tiny_config(epochs=2, threads=1)
+    fit(resnet18(width=4), *tiny_loaders(tiny_data, cfg, "tensor"), cfg, "cpu", out_dir=tmp_path,
+        progress=False)  # fmt: skip
+    assert len(decided) == 1 and len(used) == 4  # two epochs: train, validate, train, validate
+    assert all(len(found) == 1 and found[0] is decided[0] for found in used)
+
+
+def test_fit_names_an_unknown_option():
+    with pytest.raises(TypeError, match="stop_after"):
+        fit(nn.Linear(1, 1), [], [], TrainConfig(), "cpu", out_dir="unused", stop_after=2)
+
+
 def test_a_resumed_run_keeps_the_thread_count_it_chose(tiny_data, tmp_path: Path, monkeypatch):
     cfg = tiny_config(epochs=2)  # threads=0: choose (one thread here, so nothing to time)
     set_seed(0)
@@ -801,3 +906,9 @@ def test_an_epoch_several_times_slower_than_the_fastest_is_reported():
         _warn_if_slowed_down([300.0, 120.0, 250.0])  # 2.5 times slower: within the noise
     with pytest.warns(RuntimeWarning, match="trained at 90 images/s, 3 times slower .*--threads 1"):
         _warn_if_slowed_down([300.0, 280.0, 90.0])
+
+
+def test_a_budget_of_zero_minutes_is_no_budget_one_off_value():
+    assert TrainConfig(minutes=0).minutes is None and TrainConfig().minutes is None
+    assert TrainConfig(minutes=2.5).minutes == 2.5
+    assert TrainConfig.from_dict({**TrainConfig().to_dict(), "minutes": 0}).minutes is None

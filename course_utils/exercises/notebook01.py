@@ -129,20 +129,17 @@ def _mean_std_mistakes(images: np.ndarray, batch_size: int, test_images: np.ndar
         ("your 'std' is the variance: take the square root.", lambda: (mean, std**2)),
         (
             (
-                "your std is the mean of the per-image stds, the widely copied 0.2023-style number "
-                "(section "
-                "4): it misses how much whole images differ in brightness. Use all pixels of all "
-                "images."
+                "your std is the mean of the per-image stds, the widely copied 0.2023-style "
+                "number (section 4): it misses how much whole images differ in brightness. Use "
+                "all pixels of all images."
             ),
             lambda: (mean, x.std(axis=(1, 2)).mean(axis=0)),
         ),
         (
             (
                 "you averaged the batches' own stds (or means): that misses the differences "
-                "between "
-                "batches, and weighs a smaller last batch like a full one. Keep running sums of x "
-                "and x**2 "
-                "over all batches and combine them once at the end."
+                "between batches, and weighs a smaller last batch like a full one. Keep running "
+                "sums of x and x**2 over all batches and combine them once at the end."
             ),
             lambda: (
                 _per_batch(images, batch_size, lambda b: b.mean(axis=(0, 1, 2))),
@@ -152,8 +149,8 @@ def _mean_std_mistakes(images: np.ndarray, batch_size: int, test_images: np.ndar
         (
             (
                 "your std averages the batches' own stds: that misses the differences between "
-                "batches. "
-                "Keep running sums of x and x**2 over all batches and combine them once at the end."
+                "batches. Keep running sums of x and x**2 over all batches and combine them once "
+                "at the end."
             ),
             lambda: (mean, _per_batch(images, batch_size, lambda b: b.std(axis=(0, 1, 2)))),
         ),
@@ -170,17 +167,13 @@ def _mean_std_mistakes(images: np.ndarray, batch_size: int, test_images: np.ndar
         ),
     ]
     if test_images is not None:
+        from_test_set = (
+            "these are the statistics of the test set: compute them from the images your "
+            "function is given (the training images). The test set must not shape anything about "
+            "the model."
+        )
         candidates.insert(
-            0,
-            (
-                (
-                    "these are the statistics of the test set: compute them from the images your "
-                    "function "
-                    "is given (the training images). The test set must not shape anything about "
-                    "the model."
-                ),
-                lambda: tuple(np.array(s) for s in compute_mean_std(test_images)),
-            ),
+            0, (from_test_set, lambda: tuple(np.array(s) for s in compute_mean_std(test_images)))
         )
     return candidates
 

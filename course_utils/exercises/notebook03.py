@@ -252,6 +252,61 @@ def _bottleneck_variants(
     ]
 
 
+#: What a student's block is told when it uses course_utils' Bottleneck instead of its own layers.
+_OWN_BOTTLENECK = (
+    "your block uses course_utils' Bottleneck; build it from convolutions and BatchNorms."
+)
+
+
+def _judge_bottleneck_class(student: type[nn.Module]) -> None:
+    """Raise :class:`Wrong` unless ``student`` is an nn.Module class of its own, not ours."""
+    if not (isinstance(student, type) and issubclass(student, nn.Module)):
+        raise Wrong("MyBottleneck should be a class derived from nn.Module.")
+    if issubclass(student, (Bottleneck, BasicBlock)):
+        raise Wrong(
+            "your class derives from course_utils' block: derive from nn.Module and "
+            "build the layers yourself."
+        )
+    if vars(student).get("forward") is vars(Bottleneck)["forward"]:
+        raise Wrong(_OWN_BOTTLENECK)
+
+
+def _judge_bottleneck_case(student: type[nn.Module], index: int) -> None:
+    """Build case ``index`` of :data:`BOTTLENECK_CASES` with the student's class and with
+    ``Bottleneck``; raise :class:`Wrong`, naming the mistake, unless layers and output agree."""
+    inplanes, planes, stride = BOTTLENECK_CASES[index]
+    what = f"MyBottleneck({inplanes}, {planes}, stride={stride})"
+    with torch.random.fork_rng():
+        torch.manual_seed(index)
+        ref = randomize_batchnorm(Bottleneck(inplanes, planes, stride), seed=10 + index)
+    x = torch.randn(2, inplanes, 8, 8, generator=seeded(20 + index))
+    with torch.no_grad():
+        expected = ref(x)
+        variants = [(m, (lambda f=f: f())) for m, f in _bottleneck_variants(ref, x)]
+    with forbid(student, [(Bottleneck, "forward"), (Bottleneck, "__init__")], _OWN_BOTTLENECK):
+        block = student(inplanes, planes, stride)
+        problem = compare_layers(block.state_dict(), ref.state_dict(), what)
+        if problem:
+            raise Wrong(problem)
+        block.load_state_dict(ref.state_dict())
+        with torch.no_grad():
+            got = block.eval()(x.clone())
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        raise Wrong(f"{what}: the output is {shape}, expected {tuple(expected.shape)}.")
+    if not results_match(got, expected):
+        with torch.no_grad():
+            found = first_match(got, variants)
+        raise Wrong(
+            f"{what}: "
+            + (
+                found
+                or "your output differs from relu(bn3(conv3(relu("
+                "bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut)."
+            )
+        )
+
+
 def check_bottleneck(student: type[nn.Module]) -> type[nn.Module]:
     """Notebook 03, exercise 2: a Bottleneck block class with torchvision's layer names.
 
@@ -264,49 +319,11 @@ def check_bottleneck(student: type[nn.Module]) -> type[nn.Module]:
     Returns:
         The block class to use: the student's when correct, else :class:`Bottleneck`.
     """
-    message = "your block uses course_utils' Bottleneck; build it from convolutions and BatchNorms."
 
     def attempt() -> type[nn.Module]:
-        if not (isinstance(student, type) and issubclass(student, nn.Module)):
-            raise Wrong("MyBottleneck should be a class derived from nn.Module.")
-        if issubclass(student, (Bottleneck, BasicBlock)):
-            raise Wrong(
-                "your class derives from course_utils' block: derive from nn.Module and "
-                "build the layers yourself."
-            )
-        if vars(student).get("forward") is vars(Bottleneck)["forward"]:
-            raise Wrong(message)
-        for index, (inplanes, planes, stride) in enumerate(BOTTLENECK_CASES):
-            what = f"MyBottleneck({inplanes}, {planes}, stride={stride})"
-            with torch.random.fork_rng():
-                torch.manual_seed(index)
-                ref = randomize_batchnorm(Bottleneck(inplanes, planes, stride), seed=10 + index)
-            x = torch.randn(2, inplanes, 8, 8, generator=seeded(20 + index))
-            with torch.no_grad():
-                expected = ref(x)
-                variants = [(m, (lambda f=f: f())) for m, f in _bottleneck_variants(ref, x)]
-            with forbid(student, [(Bottleneck, "forward"), (Bottleneck, "__init__")], message):
-                block = student(inplanes, planes, stride)
-                problem = compare_layers(block.state_dict(), ref.state_dict(), what)
-                if problem:
-                    raise Wrong(problem)
-                block.load_state_dict(ref.state_dict())
-                with torch.no_grad():
-                    got = block.eval()(x.clone())
-            if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-                shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
-                raise Wrong(f"{what}: the output is {shape}, expected {tuple(expected.shape)}.")
-            if not results_match(got, expected):
-                with torch.no_grad():
-                    found = first_match(got, variants)
-                raise Wrong(
-                    f"{what}: "
-                    + (
-                        found
-                        or "your output differs from relu(bn3(conv3(relu("
-                        "bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut)."
-                    )
-                )
+        _judge_bottleneck_class(student)
+        for index in range(len(BOTTLENECK_CASES)):
+            _judge_bottleneck_case(student, index)
         return student
 
     return self_check(

@@ -35,6 +35,49 @@ def _reference_stages() -> dict[str, tuple[tuple, nn.Sequential]]:
     }
 
 
+def _judge_blocks(stage: nn.Module, ref: nn.Sequential, spec: tuple, what: str) -> None:
+    """Raise :class:`Wrong` unless ``stage`` holds the blocks of ``ref``, with the same layers."""
+    block, _, _, blocks, _ = spec
+    if not isinstance(stage, nn.Sequential):
+        raise Wrong(f"return the blocks wrapped in nn.Sequential(...), got {type(stage).__name__}.")
+    if len(stage) != blocks:
+        raise Wrong(f"{what}: your stage has {len(stage)} blocks, expected {blocks}.")
+    for i, (mine, theirs) in enumerate(zip(stage, ref)):
+        if type(mine) is not block:
+            raise Wrong(f"{what}: block {i} is a {type(mine).__name__}, expected {block.__name__}.")
+        problem = compare_layers(mine.state_dict(), theirs.state_dict(), f"block {i}",
+                                 shapes="check the channels each block receives")  # fmt: skip
+        if problem:
+            raise Wrong(
+                f"{what}: {problem} "
+                + (
+                    "The first block takes `inplanes` channels and the stride."
+                    if i == 0
+                    else "The later blocks take planes * block.expansion channels and stride 1 "
+                    "(the first block, and only the first, takes the stride), so their shortcut "
+                    "is the identity."
+                )
+            )
+
+
+def _judge_output(
+    stage: nn.Sequential, ref: nn.Sequential, inplanes: int, what: str
+) -> tuple[int, ...]:
+    """Load ``ref``'s weights into ``stage`` and compare their outputs; the output shape if they
+    agree, else :class:`Wrong`."""
+    stage.load_state_dict(ref.state_dict())
+    x = torch.randn(2, inplanes, 8, 8, generator=seeded(5))
+    with torch.no_grad():
+        got, expected = stage.eval()(x), ref.eval()(x)
+    if got.shape != expected.shape or not results_match(got, expected):
+        raise Wrong(
+            f"{what}: same layers, different output {tuple(got.shape)} (expected "
+            f"{tuple(expected.shape)}): the first block, and only the first, takes "
+            "the stride."
+        )
+    return tuple(got.shape)
+
+
 def check_make_layer(student: Callable[..., nn.Module]) -> dict[str, tuple[int, tuple[int, ...]]]:
     """Notebook 04, exercise 1: ``student(block, inplanes, planes, blocks, stride)`` builds a stage.
 
@@ -51,50 +94,13 @@ def check_make_layer(student: Callable[..., nn.Module]) -> dict[str, tuple[int, 
 
     def attempt() -> dict[str, tuple[int, tuple[int, ...]]]:
         results = {}
-        for name, ((block, inplanes, planes, blocks, stride), ref) in stages.items():
+        for name, (spec, ref) in stages.items():
+            block, inplanes, planes, blocks, stride = spec
             what = f"{block.__name__}, {blocks} blocks, {inplanes} -> {planes}, stride {stride}"
             with forbid(student, [(ResNet, "_make_layer")], message):
                 stage = student(block, inplanes, planes, blocks, stride)
-            if not isinstance(stage, nn.Sequential):
-                raise Wrong(
-                    f"return the blocks wrapped in nn.Sequential(...), got {type(stage).__name__}."
-                )
-            if len(stage) != blocks:
-                raise Wrong(f"{what}: your stage has {len(stage)} blocks, expected {blocks}.")
-            for i, (mine, theirs) in enumerate(zip(stage, ref)):
-                if type(mine) is not block:
-                    raise Wrong(
-                        f"{what}: block {i} is a {type(mine).__name__}, expected {block.__name__}."
-                    )
-                problem = compare_layers(
-                    mine.state_dict(),
-                    theirs.state_dict(),
-                    f"block {i}",
-                    shapes="check the channels each block receives",
-                )
-                if problem:
-                    raise Wrong(
-                        f"{what}: {problem} "
-                        + (
-                            "The first block takes `inplanes` channels and the stride."
-                            if i == 0
-                            else "The later blocks take planes * block.expansion channels and "
-                            "stride 1 (the first block, and only the first, takes the stride), so "
-                            "their "
-                            "shortcut is the identity."
-                        )
-                    )
-            stage.load_state_dict(ref.state_dict())
-            x = torch.randn(2, inplanes, 8, 8, generator=seeded(5))
-            with torch.no_grad():
-                got, expected = stage.eval()(x), ref.eval()(x)
-            if got.shape != expected.shape or not results_match(got, expected):
-                raise Wrong(
-                    f"{what}: same layers, different output {tuple(got.shape)} (expected "
-                    f"{tuple(expected.shape)}): the first block, and only the first, takes "
-                    "the stride."
-                )
-            results[name] = (count_parameters(stage), tuple(got.shape))
+            _judge_blocks(stage, ref, spec, what)
+            results[name] = (count_parameters(stage), _judge_output(stage, ref, inplanes, what))
         return results
 
     return self_check(

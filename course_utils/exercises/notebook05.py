@@ -142,6 +142,42 @@ def _judge_source(student: Callable[..., Any], result: Sequence[Any]) -> None:
         )
 
 
+def _reference_epoch(
+    start: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], lr: float
+) -> tuple[float, float, torch.Tensor]:
+    """Loss, accuracy and weights after one epoch of :func:`course_utils.training.train_one_epoch`
+    on a copy of ``start``."""
+    from course_utils import training
+
+    net = copy.deepcopy(start)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    stats = training.train_one_epoch(
+        net, batches, nn.CrossEntropyLoss(), opt, "cpu", channels_last=False
+    )
+    return stats.loss, stats.accuracy, _flat_state(net)
+
+
+def _student_epoch(
+    student: Callable[..., Any],
+    start: nn.Module,
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    lr: float,
+) -> tuple[nn.Module, Any]:
+    """A copy of ``start`` after one epoch of the student's function, and what the function
+    returned; ``train_one_epoch`` is disabled meanwhile."""
+    from course_utils import training
+
+    net = copy.deepcopy(start)
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    with forbid(
+        student,
+        [(training, "train_one_epoch")],
+        "your function calls course_utils' train_one_epoch; write the loop yourself.",
+    ):
+        result = student(net, batches, nn.CrossEntropyLoss(), opt, "cpu")
+    return net, result
+
+
 def check_train_one_epoch(
     student: Callable[..., Any],
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -158,31 +194,14 @@ def check_train_one_epoch(
     Returns:
         ``(mean loss, accuracy)`` of the epoch.
     """
-    from course_utils import training
-
     with torch.random.fork_rng():
         torch.manual_seed(0)
         start = resnet(18, width=4).eval()  # eval on purpose: a missing model.train() must show
     start_weights = _flat_weights(start)
 
-    def reference() -> tuple[float, float, torch.Tensor]:
-        net = copy.deepcopy(start)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-        stats = training.train_one_epoch(
-            net, batches, nn.CrossEntropyLoss(), opt, "cpu", channels_last=False
-        )
-        return stats.loss, stats.accuracy, _flat_state(net)
-
     def attempt() -> tuple[float, float]:
-        loss, accuracy, state = reference()
-        net = copy.deepcopy(start)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-        with forbid(
-            student,
-            [(training, "train_one_epoch")],
-            "your function calls course_utils' train_one_epoch; write the loop yourself.",
-        ):
-            result = student(net, batches, nn.CrossEntropyLoss(), opt, "cpu")
+        loss, accuracy, state = _reference_epoch(start, batches, lr)
+        net, result = _student_epoch(student, start, batches, lr)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise Wrong("return two numbers: (mean loss per image, accuracy).")
         got_loss, got_accuracy = (float(v) for v in result)
@@ -201,7 +220,7 @@ def check_train_one_epoch(
     return self_check(
         "training loop",
         attempt,
-        lambda: reference()[:2],
+        lambda: _reference_epoch(start, batches, lr)[:2],
         hint="model.train() first; per batch: zero_grad, forward, loss, backward, step; add up "
         "loss.item() * len(labels) and the correct predictions; divide both by the images seen.",
         uses="your loop's numbers",
@@ -277,6 +296,61 @@ def _windowed_rule(history: list[float], patience: int, min_delta: float) -> boo
     return max(history[-patience:]) - max(history[:-patience]) <= min_delta
 
 
+#: (message, rule) for each common mistake, as a stopping rule that makes it: a student's rule
+#: whose decisions on every one of :data:`STOPPING_RUNS` equal a mistake's is told that message.
+STOPPING_MISTAKES: list[tuple[str, Callable[[list[float], int, float], bool]]] = [
+    (
+        (
+            "you stop one epoch late: stop as soon as the epochs without improvement reach "
+            "patience (>=, not >)."
+        ),
+        lambda h, p, d: _rule(h, p, d, strict=True),
+    ),
+    (
+        (
+            "you compare each epoch with the previous one; compare with the best value so far, "
+            "or a dip followed by a partial recovery counts as progress."
+        ),
+        lambda h, p, d: _rule(h, p, d, against="previous"),
+    ),
+    (
+        (
+            "a tie with the best counts as an improvement in your rule: only a value above "
+            "best + min_delta is one."
+        ),
+        lambda h, p, d: _rule(h, p, d, tie_improves=True),
+    ),
+    (
+        "your rule ignores min_delta: an improvement must beat the best by more than that.",
+        lambda h, p, d: _rule(h, p, d, use_delta=False),
+    ),
+    (
+        "your rule treats lower as better; these are accuracies, higher is better.",
+        lambda h, p, d: _rule(h, p, d, higher=False),
+    ),
+    (
+        (
+            "you compare the best of the last `patience` epochs with the best before them; the "
+            "best moves only when a value beats it by more than min_delta, so count the epochs "
+            "since it last moved."
+        ),
+        _windowed_rule,
+    ),
+]
+
+
+def _first_disagreement(got: dict[str, list[bool]], expected: dict[str, list[bool]]) -> str:
+    """The first run and epoch where the student's decision differs from the right one, said."""
+    name = next(n for n in expected if got[n] != expected[n])
+    epoch = next(i for i, (a, b) in enumerate(zip(got[name], expected[name])) if a != b) + 1
+    values, patience, min_delta = STOPPING_RUNS[name]
+    return (
+        f"on {values} with patience {patience} and min_delta {min_delta}, after epoch "
+        f"{epoch} you say stop={got[name][epoch - 1]}, the right answer is "
+        f"{expected[name][epoch - 1]}."
+    )
+
+
 def check_should_stop(student: Callable[[list[float], int, float], bool]) -> dict[str, list[bool]]:
     """Notebook 05, exercise 2: ``student(history, patience, min_delta)`` says whether to stop.
 
@@ -289,45 +363,6 @@ def check_should_stop(student: Callable[[list[float], int, float], bool]) -> dic
     from course_utils import training
 
     expected = stop_decisions(early_stopping_decision)
-    mistakes = [
-        (
-            (
-                "you stop one epoch late: stop as soon as the epochs without improvement reach "
-                "patience "
-                "(>=, not >)."
-            ),
-            lambda h, p, d: _rule(h, p, d, strict=True),
-        ),
-        (
-            (
-                "you compare each epoch with the previous one; compare with the best value so far, "
-                "or a "
-                "dip followed by a partial recovery counts as progress."
-            ),
-            lambda h, p, d: _rule(h, p, d, against="previous"),
-        ),
-        (
-            (
-                "a tie with the best counts as an improvement in your rule: only a value above "
-                "best + min_delta is one."
-            ),
-            lambda h, p, d: _rule(h, p, d, tie_improves=True),
-        ),
-        (
-            "your rule ignores min_delta: an improvement must beat the best by more than that.",
-            lambda h, p, d: _rule(h, p, d, use_delta=False),
-        ),
-        (
-            "your rule treats lower as better; these are accuracies, higher is better.",
-            lambda h, p, d: _rule(h, p, d, higher=False),
-        ),
-        (
-            ("you compare the best of the last `patience` epochs with the best before them; the "
-            "best moves only when a value beats it by more than min_delta, so count the epochs "
-            "since it last moved."),
-            _windowed_rule,
-        ),
-    ]
 
     def attempt() -> dict[str, list[bool]]:
         with forbid(
@@ -338,17 +373,8 @@ def check_should_stop(student: Callable[[list[float], int, float], bool]) -> dic
             got = stop_decisions(student)
         if got == expected:
             return got
-        found = next((m for m, rule in mistakes if stop_decisions(rule) == got), None)
-        if found is None:
-            name = next(n for n in expected if got[n] != expected[n])
-            epoch = next(i for i, (a, b) in enumerate(zip(got[name], expected[name])) if a != b) + 1
-            values, patience, min_delta = STOPPING_RUNS[name]
-            found = (
-                f"on {values} with patience {patience} and min_delta {min_delta}, after epoch "
-                f"{epoch} you say stop={got[name][epoch - 1]}, the right answer is "
-                f"{expected[name][epoch - 1]}."
-            )
-        raise Wrong(found)
+        found = next((m for m, rule in STOPPING_MISTAKES if stop_decisions(rule) == got), None)
+        raise Wrong(found or _first_disagreement(got, expected))
 
     return self_check(
         "early stopping rule",

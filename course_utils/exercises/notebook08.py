@@ -43,6 +43,59 @@ def _head_without_bias(model: nn.Module) -> nn.Module:
     return other
 
 
+def _judge_rates(
+    got: dict[str, float], expected: dict[str, float], head: set[str], lr: float, backbone_lr: float
+) -> None:
+    """Raise :class:`Wrong`, naming the mistake, unless every parameter learns at the expected
+    rate; ``head`` names the head's parameters."""
+    missing = sorted(set(expected) - set(got))
+    if missing:
+        where = "the head's" if set(missing) <= head else "some backbone"
+        raise Wrong(
+            f"{len(missing)} parameters are in no group ({where}, such as {missing[0]}): "
+            "they would never be trained."
+        )
+    wrong = [n for n in expected if abs(got[n] - expected[n]) > 1e-12 * expected[n]]
+    if not wrong:
+        return
+    head_lr = {got[n] for n in head}
+    backbone_lrs = {got[n] for n in expected if n not in head}
+    if head_lr == {lr * backbone_lr} and backbone_lrs == {lr}:
+        raise Wrong("the two learning rates are swapped: the head learns at lr, the "
+                    "backbone at lr * backbone_lr.")  # fmt: skip
+    if backbone_lrs == {lr / backbone_lr}:
+        raise Wrong("the backbone's rate is lr / backbone_lr; it should be "
+                    "lr * backbone_lr, smaller than lr.")  # fmt: skip
+    if head_lr == backbone_lrs:
+        raise Wrong("every parameter gets the same learning rate: the backbone needs "
+                    "its own group at lr * backbone_lr.")  # fmt: skip
+    raise Wrong(
+        f"{wrong[0]} learns at {got[wrong[0]]:g}, expected {expected[wrong[0]]:g} "
+        f"(lr={lr}, backbone_lr={backbone_lr})."
+    )
+
+
+def _judge_groups(
+    student: Callable[[nn.Module, float, float], Any], model: nn.Module
+) -> list[dict[str, float]]:
+    """The learning rate of each parameter in the student's groups for ``model``, for every pair
+    of :data:`GROUP_CASES`, each checked against :func:`course_utils.transfer.parameter_groups`
+    (which is disabled while the student's function runs)."""
+    from course_utils import transfer
+
+    head = {name for name, _ in model.named_parameters() if name.startswith("fc.")}
+    results = []
+    for lr, backbone_lr in GROUP_CASES:
+        with forbid(student, [(transfer, "parameter_groups")],
+                     "your function calls course_utils' parameter_groups; build the groups "
+                     "yourself."):  # fmt: skip
+            got = _rates(student(model, lr, backbone_lr), model)
+        expected = transfer.learning_rates(transfer.parameter_groups(model, lr, backbone_lr), model)
+        _judge_rates(got, expected, head, lr, backbone_lr)
+        results.append(got)
+    return results
+
+
 def check_parameter_groups(
     student: Callable[[nn.Module, float, float], Any], model: nn.Module
 ) -> dict[str, float]:
@@ -59,9 +112,9 @@ def check_parameter_groups(
     from course_utils import transfer
 
     def attempt() -> dict[str, float]:
-        results = judge(model)
+        results = _judge_groups(student, model)
         try:
-            judge(_head_without_bias(model))
+            _judge_groups(student, _head_without_bias(model))
         except Wrong:
             raise Wrong(
                 "your groups are right for this model only: on the same network with a head "
@@ -69,45 +122,6 @@ def check_parameter_groups(
                 "not by its position among the parameters."
             ) from None
         return results[0]
-
-    def judge(model: nn.Module) -> list[dict[str, float]]:
-        head = {name for name, _ in model.named_parameters() if name.startswith("fc.")}
-        results = []
-        for lr, backbone_lr in GROUP_CASES:
-            with forbid(student, [(transfer, "parameter_groups")],
-                         "your function calls course_utils' parameter_groups; build the groups "
-                         "yourself."):  # fmt: skip
-                got = _rates(student(model, lr, backbone_lr), model)
-            expected = transfer.learning_rates(
-                transfer.parameter_groups(model, lr, backbone_lr), model
-            )
-            missing = sorted(set(expected) - set(got))
-            if missing:
-                where = "the head's" if set(missing) <= head else "some backbone"
-                raise Wrong(
-                    f"{len(missing)} parameters are in no group ({where}, such as {missing[0]}): "
-                    "they would never be trained."
-                )
-            wrong = [n for n in expected if abs(got[n] - expected[n]) > 1e-12 * expected[n]]
-            if not wrong:
-                results.append(got)
-                continue
-            head_lr = {got[n] for n in head}
-            backbone_lrs = {got[n] for n in expected if n not in head}
-            if head_lr == {lr * backbone_lr} and backbone_lrs == {lr}:
-                raise Wrong("the two learning rates are swapped: the head learns at lr, the "
-                            "backbone at lr * backbone_lr.")  # fmt: skip
-            if backbone_lrs == {lr / backbone_lr}:
-                raise Wrong("the backbone's rate is lr / backbone_lr; it should be "
-                            "lr * backbone_lr, smaller than lr.")  # fmt: skip
-            if head_lr == backbone_lrs:
-                raise Wrong("every parameter gets the same learning rate: the backbone needs "
-                            "its own group at lr * backbone_lr.")  # fmt: skip
-            raise Wrong(
-                f"{wrong[0]} learns at {got[wrong[0]]:g}, expected {expected[wrong[0]]:g} "
-                f"(lr={lr}, backbone_lr={backbone_lr})."
-            )
-        return results
 
     first = GROUP_CASES[0]
     return self_check(
