@@ -632,10 +632,12 @@ def read_table(name: str, results_dir: Path = RESULTS_DIR) -> pd.DataFrame:
         except OSError as exc:
             raise FileNotFoundError(
                 f"Could not download {RESULTS_URL}/{name}.csv ({exc}); without internet, "
-                f"`{make}` makes the table (see notebook 07)."
+                f"`{make}` makes the table (see notebook {_notebook_of(name)})."
             ) from exc
     else:
-        raise FileNotFoundError(f"{path} is missing: `{make}` makes it (see notebook 07).")
+        raise FileNotFoundError(
+            f"{path} is missing: `{make}` makes it (see notebook {_notebook_of(name)})."
+        )
     needed = {**NOTEBOOK_07_TABLES, **NOTEBOOK_08_TABLES, **NOTEBOOK_09_TABLES}.get(name, 1)
     if seeds_in(table) < needed:
         raise ValueError(

@@ -9,7 +9,9 @@ same number of optimizer steps, and measure it once on the labelled images it tr
 *training accuracy*, without augmentation) and on the 4,000 vehicle test images.
 
 Everything is counted in epochs and steps, not minutes: the table then does not depend on how fast
-or how busy the machine was, and notebook 08, run on any machine, repeats the table's seed 0.
+or how busy the machine was, and notebook 08 runs the same work as the table's seed 0 (the same
+labelled images and initial weights; the floating-point sums, and so the numbers, vary with the
+machine and its number of threads about as much as between seeds).
 Nothing is chosen on the test images: the recipes are fixed beforehand, the transfer runs are
 tested with their last weights, and the pretraining keeps its best epoch on the *animals'*
 validation images.

@@ -119,9 +119,9 @@ print(f"Device: {device}; smoke mode: {is_smoke()}")
 
 # %% [markdown]
 # Every size of this notebook in one place. The transfer experiment counts its work in epochs and
-# optimizer steps (`course_utils.transfer_experiment.FULL`), so that your run repeats the
-# committed table's seed 0 on any machine; smoke mode (`COURSE_SMOKE=1`) shrinks it so that the
-# whole notebook runs in about a minute.
+# optimizer steps (`course_utils.transfer_experiment.FULL`), so that it does not depend on the
+# machine's speed; the whole notebook took 9 minutes on 2 cores of the machine that measured the
+# table of section 5. Smoke mode (`COURSE_SMOKE=1`) shrinks it to about a minute.
 
 # %%
 SMOKE_MODE = is_smoke()
@@ -308,8 +308,12 @@ assert all(torch.equal(value.cpu(), pretrained_weights[key])
 # batches, and one accuracy on 4,000 test images has a standard error of up to 0.8 points by
 # itself. So the course ran the same experiment for three seeds,
 # `python -m course_utils experiment transfer --seeds 0 1 2`, and committed the table to
-# `results/experiments/transfer.csv`. The cells below read it; your run above is its seed 0, on
-# your machine (in smoke mode, a much smaller version whose numbers mean little).
+# `results/experiments/transfer.csv`. The cells below read it. Your run above used its seed 0: the
+# same labelled images and the same initial weights, but another machine, or only another number
+# of threads, adds up the floating-point sums in another order, and after a few hundred steps the
+# runs differ about as much as two seeds do (on the machine that made the table, with 2 threads
+# instead of 1, fine-tuning's lead at 100 labels per class came out 5 points instead of 10). In
+# smoke mode your run is a much smaller version whose numbers mean little.
 
 # %%
 committed = read_table("transfer")  # the course's own table (downloaded if it is not here)
