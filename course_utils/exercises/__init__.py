@@ -20,7 +20,9 @@ exercise's function, where only the check calls it, and the check catches it.
 
 The checks live in one module per notebook (``notebook01`` ... ``notebook09``), on the shared
 machinery of ``core``. ``tests/test_selfchecks.py`` feeds every check its list of wrong answers.
-Used by notebooks 01-09.
+Importing this package loads the checks of every notebook, so a check imports what only it needs
+(scikit-learn, SciPy through ``diagnostics``, the module whose function it compares against)
+inside its function, when it runs ("lazy" in the comments). Used by notebooks 01-09.
 """
 
 from course_utils.exercises.core import (

@@ -181,7 +181,7 @@ def check_train_val_split(
         ``(train_idx, val_idx)`` of ``labels``: the student's when correct, else
         :func:`course_utils.data.train_val_split`'s.
     """
-    from course_utils.data import train_val_split
+    from course_utils.data import train_val_split  # lazy: see exercises/__init__.py
 
     sorted_labels = np.repeat(np.arange(10), 12)  # 0,0,...,1,1,...: the first indices are one class
 

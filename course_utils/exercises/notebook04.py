@@ -130,7 +130,7 @@ CONV_CASES = (
 
 def measure_conv(case: tuple) -> tuple[int, int, int]:
     """(output size, parameters, multiply-adds) of a real ``nn.Conv2d``, counted by PyTorch."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode  # lazy: see exercises/__init__.py
 
     c_in, c_out, k, s, p, n, bias = case
     conv = nn.Conv2d(c_in, c_out, k, stride=s, padding=p, bias=bias)

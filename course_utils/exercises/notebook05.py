@@ -147,7 +147,7 @@ def _reference_epoch(
 ) -> tuple[float, float, torch.Tensor]:
     """Loss, accuracy and weights after one epoch of :func:`course_utils.training.train_one_epoch`
     on a copy of ``start``."""
-    from course_utils import training
+    from course_utils import training  # lazy: see exercises/__init__.py
 
     net = copy.deepcopy(start)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
@@ -165,7 +165,7 @@ def _student_epoch(
 ) -> tuple[nn.Module, Any]:
     """A copy of ``start`` after one epoch of the student's function, and what the function
     returned; ``train_one_epoch`` is disabled meanwhile."""
-    from course_utils import training
+    from course_utils import training  # lazy: see exercises/__init__.py
 
     net = copy.deepcopy(start)
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
@@ -252,7 +252,7 @@ def stop_decisions(rule: Callable[..., Any], runs: dict = STOPPING_RUNS) -> dict
 
 def early_stopping_decision(history: list[float], patience: int, min_delta: float = 0.0) -> bool:
     """The stopping question answered by :class:`course_utils.training.EarlyStopping`."""
-    from course_utils.training import EarlyStopping
+    from course_utils.training import EarlyStopping  # lazy: see exercises/__init__.py
 
     stopper = EarlyStopping(patience, min_delta, mode="max")
     for value in history:
@@ -360,7 +360,7 @@ def check_should_stop(student: Callable[[list[float], int, float], bool]) -> dic
     Returns:
         The decisions for every run, from the student's rule when it is right.
     """
-    from course_utils import training
+    from course_utils import training  # lazy: see exercises/__init__.py
 
     expected = stop_decisions(early_stopping_decision)
 

@@ -24,7 +24,7 @@ PRF_PROBES = (
 
 def _reference_confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """scikit-learn's confusion matrix, rows the true class and columns the predicted one."""
-    from sklearn import metrics
+    from sklearn import metrics  # lazy: see exercises/__init__.py
 
     return metrics.confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
 
@@ -78,9 +78,9 @@ def check_confusion_matrix(
     Returns:
         The ``(num_classes, num_classes)`` matrix of counts.
     """
-    from sklearn import metrics
+    from sklearn import metrics  # lazy: see exercises/__init__.py
 
-    from course_utils import evaluation
+    from course_utils import evaluation  # lazy: see exercises/__init__.py
 
     def attempt() -> np.ndarray:
         for t, p, k in (CONFUSION_PROBE, (y_true, y_pred, num_classes)):
@@ -107,7 +107,7 @@ def check_confusion_matrix(
 def _reference_prf(matrix: np.ndarray) -> np.ndarray:
     """Precision, recall and F1 of every class, ``(C, 3)``, by scikit-learn (``zero_division=0``)
     on the labels that ``matrix`` counts."""
-    from sklearn import metrics
+    from sklearn import metrics  # lazy: see exercises/__init__.py
 
     k = len(matrix)
     true, pred = (np.repeat(idx.ravel(), matrix.ravel()) for idx in np.indices(matrix.shape))

@@ -16,7 +16,7 @@ GROUP_CASES = ((0.1, 0.1), (0.2, 0.5))
 
 def _rates(groups: Any, model: nn.Module) -> dict[str, float]:
     """``transfer.learning_rates`` of the student's groups, with the slips named."""
-    from course_utils.transfer import learning_rates
+    from course_utils.transfer import learning_rates  # lazy: see exercises/__init__.py
 
     if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
         raise Wrong(
@@ -81,7 +81,7 @@ def _judge_groups(
     """The learning rate of each parameter in the student's groups for ``model``, for every pair
     of :data:`GROUP_CASES`, each checked against :func:`course_utils.transfer.parameter_groups`
     (which is disabled while the student's function runs)."""
-    from course_utils import transfer
+    from course_utils import transfer  # lazy: see exercises/__init__.py
 
     head = {name for name, _ in model.named_parameters() if name.startswith("fc.")}
     results = []
@@ -109,7 +109,7 @@ def check_parameter_groups(
     Returns:
         The learning rate of each named parameter (``transfer.learning_rates``) for the first pair.
     """
-    from course_utils import transfer
+    from course_utils import transfer  # lazy: see exercises/__init__.py
 
     def attempt() -> dict[str, float]:
         results = _judge_groups(student, model)

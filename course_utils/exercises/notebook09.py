@@ -82,7 +82,7 @@ def check_ece(
     Returns:
         The ECE of ``confidences`` and ``correct``.
     """
-    from course_utils import diagnostics
+    from course_utils import diagnostics  # lazy: see exercises/__init__.py
 
     def attempt() -> float:
         for conf, right, bins in (*ECE_PROBES, (confidences, correct, n_bins)):
@@ -142,7 +142,7 @@ def check_temperature(
     Returns:
         The temperature for ``logits``.
     """
-    from course_utils import diagnostics
+    from course_utils import diagnostics  # lazy: see exercises/__init__.py
 
     logits, labels = logits.double(), labels.long()
 
