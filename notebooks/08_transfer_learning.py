@@ -176,10 +176,11 @@ pretrain_cfg = pretrain_config(SEED, smoke=SMOKE_MODE)
 out = Path(tempfile.mkdtemp(prefix="notebook08-animals-"))  # a throwaway folder of this session
 pretrained = pretrain(animals, pretrain_cfg, device, out, progress=True)
 PRETRAINED = str(pretrained.checkpoint)  # what the transfer runs start from
-mean, std = pretrained.mean, pretrained.std
 print(f"pretrained for {pretrain_cfg.epochs} epochs on {len(animals.train):,} animal images in "
       f"{pretrained.seconds:.0f} s: validation accuracy {pretrained.val_accuracy:.1%} on the 6 "
       f"animal classes (chance: {1 / len(ANIMALS):.0%}); saved as {PRETRAINED}")
+print("the animal images' statistics, which every transfer run normalizes with: mean",
+      np.round(pretrained.mean, 4), "std", np.round(pretrained.std, 4))
 
 # %% [markdown]
 # ## 3. Three ways to start the vehicle task
@@ -289,8 +290,9 @@ pd.Series(rates).groupby(lambda name: name.split(".")[0], sort=False).agg(["min"
 start = time.perf_counter()
 results = transfer_runs(task, pretrained, SEED, SIZES, device)
 print(f"{len(results)} runs of {SIZES.steps} steps in {time.perf_counter() - start:.0f} s")
+columns = pd.MultiIndex.from_product([["train_accuracy", "test_accuracy"], list(METHODS)])
 results.pivot(index="labelled_per_class", columns="method",
-              values=["train_accuracy", "test_accuracy"]).style.format("{:.1%}")
+              values=["train_accuracy", "test_accuracy"])[columns].style.format("{:.1%}")
 
 # %%
 # Sanity check: a linear probe changes only the head. Its backbone (weights and BatchNorm
