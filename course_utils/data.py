@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import random
 import warnings
@@ -653,6 +654,25 @@ def set_loader_epoch(loader: DataLoader | TensorLoader, seed: int, epoch: int) -
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, DistributedSampler):
         sampler.set_epoch(epoch)  # it seeds with its seed + epoch = _epoch_seed(seed, epoch)
+
+
+def batches_forever(
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]], seed: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of ``loader``, pass after pass, without end (``itertools.cycle`` would keep them
+    all in memory). With ``seed``, pass ``e`` is reshuffled and augmented as epoch ``e`` of that
+    seed (:func:`set_loader_epoch`); without, the loader's generator simply goes on. For a fixed
+    number of steps rather than epochs: a few labelled images (notebook 08), a range test (09).
+
+    Raises:
+        ValueError: the loader has no batch at all (which would loop forever).
+    """
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        raise ValueError("the loader has no batch: fewer images than one batch (with drop_last)")
+    for epoch in itertools.count(1):
+        if seed is not None:
+            set_loader_epoch(loader, seed, epoch)
+        yield from loader
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

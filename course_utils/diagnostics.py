@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 from torch import nn
 
+from course_utils.data import batches_forever
 from course_utils.training import TrainConfig, build_optimizer, placement_for
 
 #: Equal-width confidence bins of the calibration error, as in Guo et al. (2017).
@@ -94,7 +95,7 @@ def lr_range_test(
     lrs = lr_min * (lr_max / lr_min) ** (np.arange(steps) / max(steps - 1, 1))
     losses, smoothed, average, diverged = [], [], 0.0, False
     trial.train()
-    for step, (images, labels) in zip(range(steps), _forever(loader)):
+    for step, (images, labels) in zip(range(steps), batches_forever(loader)):
         for group, factor in zip(optimizer.param_groups, relative):
             group["lr"] = lrs[step] * factor
         images = images.to(place.device, memory_format=place.memory_format)
@@ -110,14 +111,6 @@ def lr_range_test(
             break
     n = len(losses)
     return RangeTest(lrs[:n], np.array(losses), np.array(smoothed), diverged)
-
-
-def _forever(
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The loader's batches, epoch after epoch (``itertools.cycle`` would keep them all)."""
-    while True:
-        yield from loader
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import dataclasses
 import itertools
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -39,8 +39,8 @@ from course_utils.data import (
     CIFAR10Arrays,
     Splits,
     TensorLoader,
+    batches_forever,
     select_classes,
-    set_loader_epoch,
     stratified_subset,
 )
 from course_utils.run import setup_run
@@ -134,13 +134,6 @@ def pretrain(animals: Splits, cfg: TrainConfig, device: torch.device, out_dir: P
                       float(result.best_score), time.perf_counter() - start, cfg.width)  # fmt: skip
 
 
-def endless_batches(loader: TensorLoader, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches of ``loader``, pass after pass (each shuffled and augmented anew), without end."""
-    for epoch in itertools.count(1):
-        set_loader_epoch(loader, seed, epoch)
-        yield from loader
-
-
 def train_and_test(
     cfg: TrainConfig,
     labelled: CIFAR10Arrays,
@@ -156,7 +149,7 @@ def train_and_test(
     norm = {"mean": pretrained.mean, "std": pretrained.std, "device": device}
     loader = TensorLoader(labelled, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed,
                           drop_last=True, **norm)  # fmt: skip
-    if len(loader) == 0:  # no full batch: endless_batches would never yield one
+    if len(loader) == 0:  # no full batch: say why, in this experiment's words
         raise ValueError(f"{len(labelled)} labelled images do not fill one batch of "
                          f"{cfg.batch_size}: label more images, or use a smaller batch_size")
     optimizer = build_optimizer(model, cfg)
@@ -164,7 +157,7 @@ def train_and_test(
     scheduler, per_batch = build_scheduler(optimizer, cfg, steps_per_epoch=steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     start = time.perf_counter()
-    train_one_epoch(model, itertools.islice(endless_batches(loader, cfg.seed), steps), criterion,
+    train_one_epoch(model, itertools.islice(batches_forever(loader, cfg.seed), steps), criterion,
                     optimizer, device, scheduler=scheduler if per_batch else None)  # fmt: skip
     seconds = time.perf_counter() - start
     train_accuracy = evaluate(model, TensorLoader(labelled, 500, **norm), device).accuracy

@@ -511,3 +511,24 @@ def test_normalization_stats_by_name(folder_data):
     assert D.normalization_stats("per-image-std", train) == (D.CIFAR10_MEAN, D.WRONG_CIFAR10_STD)
     with pytest.raises(ValueError, match="normalization must be one of"):
         D.normalization_stats("cifar100", train)
+
+
+def test_batches_forever_reseeds_each_pass_as_its_epoch_and_refuses_an_empty_loader():
+    import itertools
+
+    from course_utils.data import CIFAR10Arrays, TensorLoader, batches_forever, set_loader_epoch
+
+    rng = np.random.default_rng(0)
+    data = CIFAR10Arrays(rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), np.arange(8) % 10,
+                         tuple(str(i) for i in range(10)), "fake")  # fmt: skip
+    loader = TensorLoader(data, 4, shuffle=True, augment=True, drop_last=True, seed=3)
+    got = list(itertools.islice(batches_forever(loader, seed=3), 6))  # 3 passes of 2 batches
+    expected = []
+    for epoch in (1, 2, 3):  # what fit's epochs see
+        set_loader_epoch(loader, 3, epoch)
+        expected += list(loader)
+    for (x, y), (ex, ey) in zip(got, expected, strict=True):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+    assert not torch.equal(got[0][0], got[2][0])  # each pass shuffled and augmented anew
+    with pytest.raises(ValueError, match="no batch"):
+        next(batches_forever(TensorLoader(data, 16, drop_last=True)))
