@@ -13,8 +13,7 @@ imports made inside functions too), so the package has no import cycles. From th
 - layer 4, ``plotting``: the figures of every notebook
 - layer 5, ``distributed``: the same run on several GPUs, under ``torchrun`` (README)
 - layer 6, ``training``: optimizer, schedule, the loop, early stopping, ``fit`` (notebook 05)
-- layer 7, ``budget``: how many steps fit in a time budget on this machine (notebook 05)
-- layer 7, ``machine``: the environment report, an epoch's time, the no-GPU warning (00)
+- layer 7, ``machine``: what this machine is, its measured speed, the time budget (00, 05)
 - layer 7, ``diagnostics``: the learning-rate range test, calibration, Grad-CAM (notebook 09)
 - layer 8, ``run``: one run from configuration to report, behind ``train`` (notebook 05)
 - layer 9, ``transfer_experiment``: pretrain on animals, transfer to vehicles, per seed (08)

@@ -264,7 +264,7 @@ class Shipped(NamedTuple):
 SHIPPED_CHECKPOINTS: dict[str, Shipped] = {
     # The `cpu` preset, seed 0: its command and measured metrics lie beside it in checkpoints/cpu/.
     "cpu": Shipped(
-        "cpu/best.pt", "4f969cda4ad85e5798b00a8ba407fa7e3afc2743b6b61bc9660a6be9bdc9bfc2"
+        "cpu/best.pt", "f14bc6d2d326e57d894956ab7ee7dc06e0c4ccfbf3b53f33dad073ce6a68de69"
     ),
 }
 #: Where shipped checkpoints lie in a checkout of the course.

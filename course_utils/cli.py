@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 
-from course_utils.budget import BudgetError
 from course_utils.checkpoints import CheckpointError, load_checkpoint, ship_checkpoint
 from course_utils.config import flag_name, get_device
 from course_utils.data import DataFormatError, DataNotFoundError
@@ -51,6 +50,7 @@ from course_utils.experiments import (
     run_transfer_experiment,
     summarize,
 )
+from course_utils.machine import BudgetError
 from course_utils.run import config_from_preset, train_and_report
 from course_utils.training import (
     PRESETS,

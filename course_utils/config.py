@@ -390,6 +390,11 @@ class TrainConfig:
         "(Lookahead; 0: never)", valid=NOT_NEGATIVE,
     )  # fmt: skip
     tta: bool = setting(False, "validate and test on each image and its mirror, averaged")
+    tta_shift: int = setting(
+        0, "with --tta, also test (not validate) on each image shifted this many pixels up-left "
+        "and down-right, each with its mirror: 6 views (0: the 2 of the flip)",
+        valid=(lambda v: 0 <= v <= 4, "pixels in [0, 4]"),
+    )  # fmt: skip
     minutes: float | None = setting(
         None,
         "time budget: measure this machine, then choose the epochs to fit (0: none, use --epochs)",
@@ -484,6 +489,8 @@ class TrainConfig:
             )  # fmt: skip
         if self.lookahead and not self.ema:
             raise ConfigError("lookahead", "lookahead copies the weight average back: set --ema")
+        if self.tta_shift and not self.tta:
+            raise ConfigError("tta_shift", "the shifted views are test-time augmentation: set --tta")
         if self.freeze_backbone and self.sync_bn:
             raise ConfigError(
                 "sync_bn",
@@ -542,7 +549,7 @@ PRESETS: dict[str, TrainConfig] = {
     ),
     # The CPU recipe: a narrow ResNet-18 (width 16, 0.7 M parameters), and as many steps as fit in
     # 15 minutes on the machine that runs it (measured at the start, and held to while it runs; see
-    # course_utils.budget and Pacer). Chosen by 5-minute screens, one lever at a time, against an
+    # course_utils.machine and Pacer). Chosen by 5-minute screens, one lever at a time, against an
     # anchor recipe on the same machine: results/experiments/cpu-recipe.csv, benchmarks/README.md.
     "cpu": TrainConfig(
         width=16,
@@ -556,6 +563,7 @@ PRESETS: dict[str, TrainConfig] = {
         final_div_factor=14.0,  # ... and down to about 0.003
         label_smoothing=0.2,
         tta=True,
+        tta_shift=1,  # six test views: +0.3 points on the same weights (benchmarks/README.md)
         patience=None,
         amp=False,
         channels_last=True,

@@ -77,6 +77,7 @@ def predict(
     channels_last: bool = True,
     amp: bool = False,
     tta: bool = False,
+    tta_shift: int = 0,
 ) -> Predictions:
     """Run ``model`` over ``loader`` in evaluation mode and collect logits and labels.
 
@@ -88,36 +89,58 @@ def predict(
         channels_last: run in NHWC layout where safe (see ``models.memory_format_for``).
         amp: run in mixed precision, as training did (see ``config.autocast_dtype``).
         tta: test-time augmentation: average the softmax of each image and its mirror image
-            (:func:`flip_averaged`).
+            (:func:`views_averaged`).
+        tta_shift: with ``tta``, also average over the image shifted by this many pixels up and
+            left, and down and right, each with its mirror: 6 views (0: the 2 views of a flip).
 
     Returns:
         :class:`Predictions` with NumPy arrays on the CPU.
 
     Explained in notebook 06.
     """
-    function = flip_averaged(model) if tta else model
+    function = views_averaged(model, tta_shift) if tta else model
     logits, labels = run_in_eval_mode(model, loader, device, channels_last=channels_last, amp=amp,
                                       function=function)  # fmt: skip
     return Predictions(logits, labels)  # logits (N, num_classes)
 
 
-def flip_averaged(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``images -> log(mean of softmax(model(images)) and softmax(model(mirrored images)))``.
+def views_averaged(model: nn.Module, shift: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``images -> log(mean of softmax(model(view)) over the views of images)``: see
+    :func:`tta_views` for the views.
 
-    A mirrored photo shows the same class, and the training augmentation flips images, so the
-    network has learned both views; averaging its two answers removes part of its noise. The log
-    of the averaged probabilities serves as logits: their softmax gives back that average. It is
-    computed from the log-probabilities (``logsumexp``), which stays finite where a probability
-    underflows to 0 (logits far apart, as early in training), where ``log(mean(softmax))`` would
-    give ``-inf``.
+    A mirrored or slightly shifted photo shows the same class, and the training augmentation
+    flips and shifts images, so the network has learned those views; averaging its answers
+    removes part of its noise. The log of the averaged probabilities serves as logits: their
+    softmax gives back that average. It is computed from the log-probabilities (``logsumexp``),
+    which stays finite where a probability underflows to 0 (logits far apart, as early in
+    training), where ``log(mean(softmax))`` would give ``-inf``.
     """
 
-    def both_views(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)
-        views = (model(images), model(images.flip(-1)))
-        log_probs = torch.stack([v.float().log_softmax(1) for v in views])  # (2, B, num_classes)
-        return torch.logsumexp(log_probs, dim=0) - math.log(2)
+    def averaged(images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, num_classes)
+        views = tta_views(images, shift)
+        log_probs = torch.stack([model(v).float().log_softmax(1) for v in views])  # (V, B, K)
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(views))
 
-    return both_views
+    return averaged
+
+
+def views_per_image(tta: bool, tta_shift: int = 0) -> int:
+    """Forward passes :func:`predict` makes for each image: 1, 2 (the flip) or 6 (shifts too)."""
+    return (6 if tta_shift else 2) if tta else 1
+
+
+def tta_views(images: torch.Tensor, shift: int = 0) -> list[torch.Tensor]:
+    """The views test-time augmentation averages over: ``images`` and their mirror images, and
+    with ``shift`` > 0 also the images moved ``shift`` pixels up and left and ``shift`` pixels
+    down and right (the edge that comes into view mirrors the image's own border, as
+    ``torch.nn.functional.pad(mode="reflect")`` does), each with its mirror image: 2 or 6 views of
+    ``images``' shape."""
+    views = [images]
+    if shift:
+        s, (h, w) = shift, images.shape[-2:]
+        padded = nn.functional.pad(images, (s, s, s, s), mode="reflect")
+        views += [padded[..., :h, :w], padded[..., 2 * s :, 2 * s :]]
+    return [v for view in views for v in (view, view.flip(-1))]
 
 
 def run_in_eval_mode(

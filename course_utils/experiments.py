@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,11 +40,11 @@ from course_utils.diagnostics import (
     negative_log_likelihood,
 )
 from course_utils.evaluation import Predictions, predict
+from course_utils.machine import machine_name
 from course_utils.run import config_from_preset, train_and_report
 from course_utils.training import model_from_checkpoint
 from course_utils.transfer_experiment import transfer_table
 
-#: The small-data setting of the regularization, schedule and normalization grids: a stratified
 #: The ``cpu`` preset's recipe when the regularization, schedules, normalization and
 #: degradation tables were measured (2026-11-23): one-cycle to its peak after a quarter of the
 #: steps, label smoothing 0.1, no test-time flips. Pinned in those grids, so that a re-run repeats
@@ -57,7 +56,9 @@ RECIPE_2026_11: dict[str, Any] = {
     "final_div_factor": 1e4,
     "label_smoothing": 0.1,
     "tta": False,
+    "tta_shift": 0,
 }
+#: The small-data setting of the regularization, schedule and normalization grids: a stratified
 #: 4,000 of the training images, 8 epochs, no time budget.
 SMALL_DATA: dict[str, Any] = {**RECIPE_2026_11, "train_size": 4_000, "minutes": 0, "epochs": 8}
 
@@ -71,6 +72,7 @@ RECIPE_2026_12: dict[str, Any] = {
     "final_div_factor": 14.0,
     "label_smoothing": 0.2,
     "tta": True,
+    "tta_shift": 0,  # the flip's 2 views
     "amp": False,  # float32 everywhere, also where the CPU has native bfloat16
     "minutes": 0,
     "epochs": 2,
@@ -168,22 +170,6 @@ def run_flags(changes: dict[str, Any]) -> list[str]:
         else:
             flags += [flag, str(value)]
     return flags
-
-
-def machine_name() -> str:
-    """The machine a table was measured on, in words: the GPU, or the CPU and its threads."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    try:  # the model name, where Linux says it
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in lines if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    kernels = torch.backends.cpu.get_cpu_capability()
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")  # oneDNN's convolutions limited to these kernels
-    kernels += f"; oneDNN capped at {cap}" if cap else ""
-    return f"{cpu}, {torch.get_num_threads()} threads ({kernels})"
 
 
 def run_experiment(
@@ -588,6 +574,7 @@ NOTEBOOK_07_TABLES = {
     "ensembles": 2,
     "test-selection": 8,
     "cpu-recipe": 2,
+    "tta-views": 2,
 }
 #: The same for notebook 08 (transfer learning) and 09 (diagnostics).
 NOTEBOOK_08_TABLES = {TRANSFER: 3}
@@ -596,6 +583,7 @@ NOTEBOOK_09_TABLES = {"lr-range-test": 2, "lr-sweep": 2, "calibration": 2}
 TABLE_MAKERS = {
     "cpu-recipe": "python benchmarks/cpu_recipe.py (see benchmarks/README.md)",
     "lr-range-test": "python benchmarks/lr_range_test.py --seeds 0 1",
+    "tta-views": "python benchmarks/test_time_views.py RUN_FOLDER ... (see benchmarks/README.md)",
 }
 
 

@@ -26,7 +26,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from course_utils.budget import fit_to_budget
 from course_utils.checkpoints import load_checkpoint
 from course_utils.config import (
     PRESETS,
@@ -59,6 +58,7 @@ from course_utils.evaluation import (
     per_class_accuracy,
     predict,
 )
+from course_utils.machine import fit_to_budget
 from course_utils.models import count_parameters, describe_architecture, model_architecture
 from course_utils.plotting import mistakes_gallery, plot_confusion, plot_history
 from course_utils.training import FitResult, build_model, choose_threads, cpu_threads, fit
@@ -182,7 +182,7 @@ def train_and_report(
         # The test set, once, with the weights chosen on the validation set.
         load_checkpoint(result.best_checkpoint, run.model, map_location=device)
         pred = predict(run.model, run.test_loader, device, channels_last=cfg.channels_last,
-                       amp=cfg.amp, tta=cfg.tta)  # fmt: skip
+                       amp=cfg.amp, tta=cfg.tta, tta_shift=cfg.tta_shift)  # fmt: skip
         pred = gather_predictions(pred)  # torchrun: every process's slice of the test set
     if not is_main_process():  # torchrun: rank 0 alone writes the report
         return None

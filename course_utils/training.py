@@ -782,7 +782,7 @@ class FitOptions:
             what it takes to use the model later on new images.
         stop_after_epoch: stop after this (1-based) epoch as if interrupted; ``resume=`` goes on.
         deadline: a ``time.perf_counter()`` reading by which training and validation must end
-            (``budget.fit_to_budget`` gives it). If the machine slows down and the planned steps
+            (``machine.fit_to_budget`` gives it). If the machine slows down and the planned steps
             would not fit, fewer are run, and a ``linear`` schedule is shortened to match; if it
             speeds up, a ``linear`` run gets more (:class:`Pacer`).
     """

@@ -206,7 +206,7 @@ assert model_architecture(model) == checkpoint["architecture"]  # the network th
 splits = cifar10_splits(val_size=cfg.val_size, seed=cfg.seed, download=True)  # smoke: 500 test
 _, _, test_loader = build_loaders(splits, cfg, mean, std, device)  # only the test loader is used
 pred = predict(model, test_loader, device, channels_last=cfg.channels_last, amp=cfg.amp,
-               tta=cfg.tta)
+               tta=cfg.tta, tta_shift=cfg.tta_shift)
 n_test = len(pred)
 standard_error = math.sqrt(pred.accuracy * (1 - pred.accuracy) / n_test)
 print(f"TEST accuracy {pred.accuracy:.2%} ± {standard_error:.2%} (one standard error), "
@@ -426,7 +426,7 @@ print(f"features: {features.shape} (images, feature dimensions)")
 
 # Sanity check: same order as the predictions, and the final linear layer applied to the features
 # gives back the logits of a plain float32 pass. (A run with --tta or --amp predicted above with
-# flip-averaged or bfloat16 passes, whose outputs are not these logits: it gets one plain pass.)
+# view-averaged or bfloat16 passes, whose outputs are not these logits: it gets one plain pass.)
 plain = pred if not (cfg.tta or cfg.amp) else predict(model, test_loader, device,
                                                       channels_last=cfg.channels_last)
 with torch.inference_mode():

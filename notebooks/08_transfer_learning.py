@@ -67,7 +67,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from course_utils.budget import measure_throughput
+from course_utils.machine import measure_throughput
 from course_utils.checkpoints import PretrainedNotFoundError, load_checkpoint
 from course_utils.config import get_device, is_smoke, set_seed
 from course_utils.data import (

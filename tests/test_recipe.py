@@ -4,6 +4,7 @@ and the time budget's arithmetic (with a fake clock)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,7 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.budget import (
+from course_utils.checkpoints import load_checkpoint
+from course_utils.config import set_seed
+from course_utils.data import Augmentation, Splits, TensorLoader, build_loaders, cifar10_splits
+from course_utils.evaluation import predict, tta_views, views_per_image
+from course_utils.machine import (
     DEADLINE_MARGIN,
     REPORT_SECONDS,
     SAFETY_MARGIN,
@@ -21,13 +26,8 @@ from course_utils.budget import (
     Throughput,
     fit_to_budget,
     measure_throughput,
-    plan_epochs,
     plan_steps,
 )
-from course_utils.checkpoints import load_checkpoint
-from course_utils.config import set_seed
-from course_utils.data import Augmentation, Splits, TensorLoader, build_loaders, cifar10_splits
-from course_utils.evaluation import predict
 from course_utils.models import resnet18
 from course_utils.training import (
     Pacer,
@@ -165,6 +165,33 @@ def test_flip_tta_is_the_mean_of_the_two_views_softmax():
     np.testing.assert_allclose(pred.probs, expected.numpy(), rtol=1e-4, atol=1e-6)
 
 
+def test_shifted_views_move_the_image_with_mirrored_edges():
+    images = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    views = tta_views(images, shift=1)
+    assert len(views) == 6 and all(v.shape == images.shape for v in views)
+    reference = np.pad(images.numpy(), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")  # NumPy
+    expected = [images.numpy(), reference[..., :5, :5], reference[..., 2:, 2:]]
+    for i, view in enumerate(expected):
+        np.testing.assert_array_equal(views[2 * i].numpy(), view)
+        np.testing.assert_array_equal(views[2 * i + 1].numpy(), view[..., ::-1])
+    np.testing.assert_array_equal(views[2][..., 1:, 1:], images[..., :-1, :-1])  # moved 1 pixel
+    assert len(tta_views(images)) == 2 and views_per_image(True, 1) == 6
+
+
+def test_six_view_tta_is_the_mean_of_the_six_views_softmax():
+    torch.manual_seed(0)
+    model = resnet18(width=8).eval()
+    images, labels = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    pred = predict(model, [(images, labels)], "cpu", channels_last=False, tta=True, tta_shift=2)
+    padded = torch.from_numpy(np.pad(images.numpy(), ((0, 0), (0, 0), (2, 2), (2, 2)), "reflect"))
+    with torch.no_grad():
+        views = [images, padded[..., :32, :32], padded[..., 4:, 4:]]
+        expected = sum(model(v).softmax(1) + model(v.flip(-1)).softmax(1) for v in views) / 6
+    np.testing.assert_allclose(pred.probs, expected.numpy(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="--tta"):
+        TrainConfig(tta_shift=1)
+
+
 def test_flip_tta_loss_stays_finite_when_a_probability_underflows():
     """Early in training, eval-mode BatchNorm can give logits hundreds apart: softmax then
     underflows to 0 for the true class, and log(mean(softmax)) would be -inf."""
@@ -185,12 +212,12 @@ def test_flip_tta_loss_stays_finite_when_a_probability_underflows():
 # --------------------------------------------------------------------------------------------------
 
 
-def test_plan_epochs_by_hand():
+def test_whole_epochs_by_hand():
     speed = Throughput(train=0.5, eval=0.1)  # seconds per batch
     # 600 s budget, 30 s spent; test 20 batches (2 s) and the report; each epoch 100 x 0.5 + 10 x 0.1
     left = (600 - 30) * (1 - SAFETY_MARGIN) - 2.0 - REPORT_SECONDS
-    assert plan_epochs(600, 30, speed, 100, 10, 20) == math.floor(left / 51.0)
-    assert plan_epochs(60, 30, speed, 100, 10, 20) == 0
+    assert plan_steps(600, 30, speed, 100, 10, 20) // 100 == math.floor(left / 51.0)
+    assert plan_steps(60, 30, speed, 100, 10, 20) // 100 == 0
 
 
 def test_plan_steps_by_hand():
@@ -201,7 +228,6 @@ def test_plan_steps_by_hand():
     left = (600 - 30) * (1 - SAFETY_MARGIN) - 2.0 - REPORT_SECONDS
     assert left == pytest.approx(529.5)
     assert plan_steps(600, 30, speed, 100, 10, 20) == 1037
-    assert plan_steps(600, 30, speed, 100, 10, 20) // 100 == plan_epochs(600, 30, speed, 100, 10, 20)
     # 60 s budget: left = 28.5 - 12 = 16.5 s; one validation (1 s), then 31 steps of a first epoch
     assert plan_steps(60, 30, speed, 100, 10, 20) == 31
     assert plan_steps(10, 5, speed, 100, 10, 20) == 0  # nothing left after the test and report
@@ -234,11 +260,17 @@ def test_fit_to_budget_chooses_the_steps_with_a_fake_clock(capsys):
     # an epoch of 10 training and 10 validation batches of 0.3 s each
     by_hand = math.floor(((600 - spent) * (1 - SAFETY_MARGIN) - 10 * 0.3 - REPORT_SECONDS) / 6.0)
     assert planned.steps == plan_steps(600, spent, speed, 10, 10, 10)
-    assert planned.steps // 10 == plan_epochs(600, spent, speed, 10, 10, 10) == by_hand
+    assert planned.steps // 10 == by_hand
     assert planned.epochs == math.ceil(planned.steps / 10)  # the last one partial
     assert deadline == pytest.approx(600 * (1 - DEADLINE_MARGIN) - 10 * 0.3 - REPORT_SECONDS)
     out = capsys.readouterr().out
     assert planned.minutes == 10 and f"{planned.steps} steps of 4 images fit" in out
+    # Six test views where validation (timed) has two: the test costs 3 timed batches per batch.
+    six = replace(cfg, tta=True, tta_shift=1)
+    planned, deadline = fit_to_budget(six, resnet18(width=8), loaders, torch.device("cpu"), 0.0,
+                                      FakeClock(step=TIMED_BATCHES * 0.3))  # fmt: skip
+    assert planned.steps == plan_steps(600, spent, speed, 10, 10, 30)
+    assert deadline == pytest.approx(600 * (1 - DEADLINE_MARGIN) - 30 * 0.3 - REPORT_SECONDS)
     with pytest.raises(BudgetError, match="Not even 50% of an epoch fits in 0.1 minutes"):
         fit_to_budget(
             TrainConfig(width=8, minutes=0.1), resnet18(width=8), loaders, "cpu", 0.0,

@@ -461,7 +461,7 @@ def test_the_shipped_cpu_checkpoint_scores_what_its_metrics_say(cifar_root: Path
     splits = cifar10_splits(cifar_root, val_size=cfg.val_size, seed=cfg.seed, smoke=False)
     *_, test_loader = build_loaders(splits, cfg, state["mean"], state["std"], torch.device("cpu"))
     pred = predict(model, test_loader, "cpu", channels_last=cfg.channels_last, amp=cfg.amp,
-                   tta=cfg.tta)
+                   tta=cfg.tta, tta_shift=cfg.tta_shift)
     recorded = json.loads((C.CHECKPOINTS_DIR / "cpu" / "metrics.json").read_text())
     assert len(pred) == 10_000
     assert_accuracy_agrees(recorded["test_accuracy"], pred.logits, pred.labels)
