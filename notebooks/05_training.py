@@ -610,9 +610,9 @@ print(f"preset: {preset}; {len(train_loader)} training batches of {cfg.batch_siz
 pd.Series(cfg.to_dict(), name="value").to_frame()
 
 # %% [markdown]
-# The command line, the experiments and the benchmarks make these steps (seed, splits, statistics,
-# loaders, model) with one call, `course_utils.run.setup_run(cfg, device)`. On the same
-# configuration it gives the same statistics and the same first batch as the steps above:
+# The command line and the experiments make these steps (seed, splits, statistics, loaders,
+# model) with one call, `course_utils.run.setup_run(cfg, device)`. On the same configuration it
+# gives the same statistics and the same first batch as the steps above:
 
 # %%
 setup = setup_run(cfg, device)

@@ -732,9 +732,11 @@ fixed_epochs.round(4)
 #
 # ### More test-time views
 #
-# Flip TTA averages two views of each test image. airbench averages six: the image and its mirror,
+# Flip TTA averages two views of each test image. airbench uses six: the image and its mirror,
 # and both again shifted one pixel up-left and one pixel down-right (the edge that comes into view
-# mirrors the image's own border). `--tta-shift 1` does the same (`evaluation.tta_views`). This
+# mirrors the image's own border). `--tta-shift 1` takes the same six views
+# (`evaluation.tta_views`) and, like the flip TTA, averages their probabilities with equal weights
+# (airbench averages logits, and gives the two unshifted views half of the weight). This
 # lever needs no training to measure: `benchmarks/test_time_views.py` rebuilds a run's best
 # checkpoint and tests the *same weights* with 1, 2 and 6 views, so the differences carry no seed
 # noise at all:
@@ -751,9 +753,8 @@ assert (gain_of_six > 0).all()  # in every run measured
 # %% [markdown]
 # In every run the extra views added a little, about a third of what the flip itself adds over
 # one view, for three times the work at test time (60,000 forward passes instead of 20,000, which
-# `fit_to_budget` plans for). The `cpu` preset
-# now tests with them (`tta_shift=1`); validation keeps the two views of the flip, since it only
-# has to rank the epochs.
+# `fit_to_budget` plans for). The `cpu` preset now tests with them (`tta_shift=1`); validation
+# keeps the two views of the flip, since it only has to rank the epochs.
 #
 # ## 10. Running an experiment yourself
 #
