@@ -130,13 +130,14 @@ if device.type == "cpu":
 
 # %% [markdown]
 # What does the device mean for training time? Rather than guess, we **measure**:
-# `estimate_epoch_minutes` (in `course_utils/machine.py`) times a few training steps (forward
-# pass, loss, backward pass, optimizer step) of the ResNet-18 we build in notebook 04, on random
-# inputs, with the same loop training uses and the same measurement as the time budget of
-# notebook 05 (`measure_throughput`), and scales them up to one epoch of the 45,000 training
-# images (the other 5,000 are held out for validation, notebook 02). The first step is not timed, because it includes one-off costs (memory
-# allocation, kernel selection); and since GPU work runs asynchronously, the loop reads its result
-# back before the clock stops, so the time is the work done, not the work queued.
+# `estimate_epoch_minutes` (in `course_utils/machine.py`) times a few training steps (forward pass,
+# loss, backward pass, optimizer step) of the ResNet-18 we build in notebook 04, on random inputs,
+# with the same loop training uses and the same measurement as the time budget of notebook 05
+# (`measure_throughput`), and scales them up to one epoch of the 45,000 training images (the other
+# 5,000 are held out for validation, notebook 02). The first step is not timed, because it includes
+# one-off costs (memory allocation, kernel selection); and since GPU work runs asynchronously, the
+# loop reads its result back before the clock stops, so the time is the work done, not the work
+# queued.
 #
 # We time the full network (width 64) and the narrow one (width 16) that smoke mode and the CPU
 # presets use.
