@@ -2,7 +2,7 @@
 
 A recipe tuned to one machine is wrong on the next: two laptops with the same number of cores can
 differ twofold in speed. So the course measures instead of guessing, with one measurement
-(:func:`measure_throughput`: a few real training and evaluation batches, timed) behind three uses:
+(:func:`measure_throughput`: a few real training and evaluation batches, timed) behind two uses:
 
 - notebook 00's estimate of an epoch's minutes, and the no-GPU warning of every notebook's first
   cell on Colab (:func:`estimate_epoch_minutes`, :func:`warn_if_no_gpu`);
@@ -13,8 +13,10 @@ differ twofold in speed. So the course measures instead of guessing, with one me
   exactly those steps (one-cycle needs its total length up front), and the choice is saved in the
   run's configuration, so ``--resume`` continues the same schedule on any machine. A few batches
   cannot predict everything (another program, a warmer CPU), so the plan also gives a deadline,
-  and :func:`course_utils.training.fit` watches its own pace against it (its ``Pacer``);
-- the tables of results, which name the machine that measured them (:func:`machine_name`).
+  and :func:`course_utils.training.fit` watches its own pace against it (its ``Pacer``).
+
+It also describes the machine: :func:`environment_report` for notebook 00, and
+:func:`machine_name` for the tables of results, which name the machine that measured them.
 
 Nothing here runs at import: each function measures when called. Explained in notebooks 00 (the
 report, an epoch's time) and 05 (the budget).

@@ -72,6 +72,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import display
 
 from course_utils.config import is_smoke
 from course_utils.data import (
@@ -657,6 +658,14 @@ for stage in ("earlier confirm", "confirm"):
     print(f"{stage}, AVX2 kernels, 15 minutes: the anchor's mean test accuracy minus the "
           f"preset's: {gaps[stage]:+.2f} points")
 assert min(gaps.values()) > 3  # measured: 3.9 and 5.4 points: the 2-point target is not met
+# The figures the text below quotes, from the table: the means of each round, and each run's speed.
+means = 100 * side_by_side.loc[(slice(None), "AVX2"), "test_mean"].droplevel("isa")
+assert means.round(1).to_dict() == {("earlier confirm", "anchor"): 85.9,
+                                    ("earlier confirm", "course"): 82.0,
+                                    ("confirm", "course"): 81.7, ("confirm", "anchor"): 87.1}
+speeds = rounds[rounds["stage"] == "confirm"]["images_per_second"]
+assert speeds.max() / speeds.min() > 1.3  # 334 to 439 images/s: a third
+display(rounds[["stage", "recipe", "seed", "test_accuracy", "epochs", "images_per_second"]])
 side_by_side.round(4)
 
 # %% [markdown]
@@ -704,11 +713,13 @@ preset_runs = fixed_epochs[fixed_epochs["lever"].isin(["preset (3 epochs)",
                                                        "the preset (1 thread)"])]  # fmt: skip
 spread = preset_runs["test_accuracy"].max() - preset_runs["test_accuracy"].min()
 whitened = by_lever["+ whitened stem (1 thread)"] - by_lever["the preset (1 thread)"]
+above_best = by_lever["+ peak lr 0.4 (1 thread)"] - preset_runs["test_accuracy"].max()
 print(f"the preset, 3 runs (2 seeds, 1 or 2 threads): {100 * spread:.2f} points apart; "
-      f"whitened stem minus preset, mean of seeds 0 and 1: {100 * whitened:+.2f} points")
+      f"whitened stem minus preset, mean of seeds 0 and 1: {100 * whitened:+.2f} points; "
+      f"peak lr 0.4 above the best preset run: {100 * above_best:+.2f} points")
 assert whitened < 0  # measured: -0.7 points
 assert by_lever["+ peak lr 0.1 (1 thread)"] < preset_runs["test_accuracy"].min()  # below all 3
-assert by_lever["+ peak lr 0.4 (1 thread)"] - preset_runs["test_accuracy"].max() < spread  # 0.2
+assert above_best < spread  # measured: +0.2
 fixed_epochs.round(4)
 
 # %% [markdown]
