@@ -121,14 +121,16 @@ def markdown_tables(table: pd.DataFrame) -> str:
         lines.append(f"| {r.stage} | {r.recipe} | {r.lever} | {r.isa} | {r.minutes:g} | {r.seed} "
                      f"| {100 * r.test_accuracy:.2f}% | {r.epochs:g} | {r.images_per_second:.0f} "
                      f"| {r.wall_seconds:.0f} |")  # fmt: skip
-    confirm = table[table["stage"] == "confirm"]
+    confirm = table[table["stage"].str.startswith("confirm")]  # every round of 15-minute runs
     if len(confirm):
-        lines += ["", "| kernels | recipe | seeds | mean test accuracy | spread | epochs | img/s |",
-                  "| --- " * 7 + "|"]  # fmt: skip
-        for (isa, recipe), group in confirm.groupby(["isa", "recipe"]):
+        means = "| stage | kernels | recipe | lever | seeds | mean test accuracy | spread |"
+        lines += ["", means + " epochs | img/s |", "| --- " * 9 + "|"]
+        groups = confirm.groupby(["stage", "isa", "recipe", "lever"], sort=False)
+        for (stage, isa, recipe, lever), group in groups:
             accuracy = 100 * group["test_accuracy"]
-            lines.append(f"| {isa} | {recipe} | {len(group)} | {accuracy.mean():.2f}% "
-                         f"| {accuracy.std():.2f} | {group['epochs'].mean():.2f} "
+            spread = f"{accuracy.max() - accuracy.min():.2f}" if len(group) > 1 else "-"
+            lines.append(f"| {stage} | {isa} | {recipe} | {lever} | {len(group)} "
+                         f"| {accuracy.mean():.2f}% | {spread} | {group['epochs'].mean():.2f} "
                          f"| {group['images_per_second'].mean():.0f} |")  # fmt: skip
     return "\n".join(lines)
 

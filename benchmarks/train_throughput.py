@@ -6,7 +6,8 @@ Measures training throughput (images per second) of three things, on the same ma
       with full-width ResNet-18 (CIFAR stem, 32x32) in the memory layout training uses. The ceiling.
   (b) the course's whole training loop: ``training.train_one_epoch`` over real CIFAR-10 from the
       loader the CLI uses on this device (loading, augmentation, metrics included), same model and
-      batch size. Target: b/a >= 0.9 (the loop adds little to the model's own cost).
+      batch size, timed by ``machine.measure_throughput``, the measurement the time budget plans
+      with. Target: b/a >= 0.9 (the loop adds little to the model's own cost).
   (c) the task statement's pipeline: PIL images through ``Resize((227, 227))``, flips, rotation,
       ``ToTensor`` and ``Normalize`` one image at a time in a DataLoader, into a ResNet-18 with the
       7x7 stem and max-pool at 227x227, default memory layout, Adam, and ``loss.item()`` every step.
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -39,8 +39,9 @@ from torchvision import transforms
 
 from course_utils.config import autocast_dtype, get_device, set_seed
 from course_utils.data import CIFAR10Arrays, Splits, build_loaders, cifar10_splits, compute_mean_std
+from course_utils.machine import machine_name, measure_throughput
 from course_utils.models import resnet18, to_device
-from course_utils.training import TrainConfig, build_optimizer, placement_for, train_one_epoch
+from course_utils.training import TrainConfig, build_optimizer
 
 SEED_IMAGE_SIZE = 227  # the task statement's Resize((227, 227)), left over from AlexNet
 SEED_ROTATION = 15  # degrees, the task statement's RandomRotation(15)
@@ -61,6 +62,18 @@ class Rate:
     def stop(self, images: int) -> tuple[float, float]:
         wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
         return images / wall, images / cpu
+
+
+class WallAndCpuClock:
+    """A wall clock for ``measure_throughput`` that also notes this process's CPU time at each
+    reading, so the timed stretch (its last two readings) has both."""
+
+    def __init__(self) -> None:
+        self.cpu: list[float] = []
+
+    def __call__(self) -> float:
+        self.cpu.append(time.process_time())
+        return time.perf_counter()
 
 
 def sync(device: torch.device) -> None:
@@ -110,24 +123,15 @@ def bare_step(
 def course_loop(
     cfg: TrainConfig, splits: Splits, device: torch.device, batches: int, warmup: int
 ) -> tuple[float, float]:
-    """(b) images/s of train_one_epoch over real data, ``batches`` batches after a warm-up."""
+    """(b) images/s of train_one_epoch over real data, ``batches`` batches after ``warmup``: the
+    course's own measurement, the one ``--minutes`` plans with."""
     mean, std = compute_mean_std(splits.train.images)
-    model = resnet18(width=cfg.width)
-    place = placement_for(model, device, amp=cfg.amp, channels_last=cfg.channels_last)  # as fit
-    optimizer = build_optimizer(model, cfg)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-
-    def loader_of(n_batches: int, offset: int):
-        part = splits.train.subset(np.arange(offset, offset + n_batches * cfg.batch_size))
-        return build_loaders(Splits(part, splits.val, splits.test), cfg, mean, std, device)[0]
-
-    train_one_epoch(model, loader_of(warmup, 0), criterion, optimizer, place)
-    loader = loader_of(batches, warmup * cfg.batch_size)
-    sync(device)
-    rate = Rate()
-    rate.start()
-    stats = train_one_epoch(model, loader, criterion, optimizer, place)
-    return rate.stop(stats.images)
+    loader = build_loaders(splits, cfg, mean, std, device)[0]
+    clock = WallAndCpuClock()
+    speed = measure_throughput(resnet18(width=cfg.width), loader, None, cfg, device, clock,
+                               warmup=warmup, timed=batches)  # fmt: skip
+    cpu_seconds_per_batch = (clock.cpu[-1] - clock.cpu[-2]) / batches
+    return cfg.batch_size / speed.train, cfg.batch_size / cpu_seconds_per_batch
 
 
 class PILDataset(Dataset):
@@ -217,11 +221,8 @@ def main() -> None:
         num_workers=0,
         label_smoothing=0.1,
     )
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
-        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-    )
+    print(f"machine: {machine_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"device {device}")  # fmt: skip
     print(
         f"load average before: {os.getloadavg()[0]:.2f} (timings are noisy on a busy machine;"
         " img/CPU-s with OMP_NUM_THREADS=1 are not)"

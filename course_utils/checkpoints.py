@@ -264,7 +264,7 @@ class Shipped(NamedTuple):
 SHIPPED_CHECKPOINTS: dict[str, Shipped] = {
     # The `cpu` preset, seed 0: its command and measured metrics lie beside it in checkpoints/cpu/.
     "cpu": Shipped(
-        "cpu/best.pt", "f14bc6d2d326e57d894956ab7ee7dc06e0c4ccfbf3b53f33dad073ce6a68de69"
+        "cpu/best.pt", "1486f5f7819de74cbc6f5ebb04cd6d9f168a570acc1d26b3c94a94cfebca0a79"
     ),
 }
 #: Where shipped checkpoints lie in a checkout of the course.

@@ -590,6 +590,20 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of every batch when ``world_size`` processes train together under
+    torchrun: process ``rank`` (0 to ``world_size - 1``) takes every ``world_size``-th image.
+    ``Shard()`` is the whole batch, for a single process. Explained in notebook 05."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} is not one of 0 .. {self.world_size - 1}")
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int = 128,
@@ -598,8 +612,7 @@ def make_loader(
     num_workers: int | None = None,
     device: torch.device | str | None = None,
     drop_last: bool = False,
-    rank: int = 0,
-    world_size: int = 1,
+    shard: Shard | None = None,
 ) -> DataLoader:
     """A DataLoader with reproducible shuffling and worker seeding, and safe defaults.
 
@@ -612,19 +625,19 @@ def make_loader(
             (0 on Windows, macOS and in smoke mode, where workers in notebooks are fragile).
         device: where the batches go; memory is pinned only for CUDA, where it speeds copies.
         drop_last: drop a final incomplete batch.
-        rank, world_size: under torchrun, this process's number and the number of processes.
-            With ``world_size > 1``, PyTorch's ``DistributedSampler`` deals each process every
-            ``world_size``-th image of a shuffle that is the same in every process, so together
-            the processes see every image once per epoch (see :mod:`course_utils.distributed`).
+        shard: under torchrun, this process's share (:class:`Shard`). PyTorch's
+            ``DistributedSampler`` then deals each process every ``world_size``-th image of a
+            shuffle that is the same in every process, so together the processes see every image
+            once per epoch (see :mod:`course_utils.distributed`).
 
     Call :func:`set_loader_epoch` before each epoch to make epoch ``e``'s order depend only on
     ``(seed, e)``, so that a resumed run sees the same batches. Explained in notebook 02.
     """
     workers = default_num_workers() if num_workers is None else num_workers
     pin = torch.device(device).type == "cuda" if device is not None else False
-    sampler = None
-    if world_size > 1:  # seeded so that epoch e shuffles from _epoch_seed(seed, e) (set_epoch)
-        sampler = DistributedSampler(dataset, world_size, rank, shuffle=shuffle,
+    sampler, shard = None, shard or Shard()
+    if shard.world_size > 1:  # seeded so that epoch e shuffles from _epoch_seed(seed, e)
+        sampler = DistributedSampler(dataset, shard.world_size, shard.rank, shuffle=shuffle,
                                      seed=_epoch_seed(seed, 0), drop_last=drop_last)  # fmt: skip
     return DataLoader(
         dataset,
@@ -726,17 +739,19 @@ class TensorLoader:
         shuffle: reshuffle every epoch.
         augment: ``True`` for the usual random crop and flip, an :class:`Augmentation` for other
             crops or flips, ``False`` for none.
-        mean, std: normalization statistics.
-        device: where the data is kept and the batches produced.
+        stats: the per-channel ``(mean, std)`` that normalize the images, as
+            :func:`compute_mean_std` returns them.
         seed: seeds the generator that drives shuffling and augmentation.
         drop_last: drop a final incomplete batch.
-        rank, world_size: under torchrun, this process's number and the number of processes.
-            Each step then takes a global batch of ``batch_size * world_size`` images from a
-            shuffle that is the same in every process, draws the crops and flips of all of them,
-            and serves this process every ``world_size``-th image (as ``DistributedSampler``
-            deals them): together the processes see the batches, augmented alike, that one
-            process sees at the global batch size. Needs ``drop_last=True``, so that every process
-            takes the same number of steps.
+        shard: under torchrun, this process's share (:class:`Shard`). Each step then takes a
+            global batch of ``batch_size * world_size`` images from a shuffle that is the same in
+            every process, draws the crops and flips of all of them, and serves this process every
+            ``world_size``-th image (as ``DistributedSampler`` deals them): together the processes
+            see the batches, augmented alike, that one process sees at the global batch size.
+            Needs ``drop_last=True``, so that every process takes the same number of steps.
+
+    The data starts on the CPU; ``.to(device)`` moves it, as it moves a model (on a GPU the images
+    then never leave it, and the batches are cropped and flipped there).
 
     Explained in notebook 02.
     """
@@ -747,27 +762,25 @@ class TensorLoader:
         batch_size: int = 128,
         shuffle: bool = False,
         augment: bool | Augmentation = False,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
-        device: torch.device | str = "cpu",
+        stats: tuple[Sequence[float], Sequence[float]] = (CIFAR10_MEAN, CIFAR10_STD),
         seed: int = DEFAULT_SEED,
         drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
+        shard: Shard | None = None,
     ) -> None:
-        if world_size > 1 and not drop_last:
+        shard = shard or Shard()
+        if shard.world_size > 1 and not drop_last:
             raise ValueError(
                 "a TensorLoader shared by several processes needs drop_last=True, so that every "
                 "process takes the same number of steps"
             )
-        self.rank, self.world_size = rank, world_size
-        self.device = torch.device(device)
-        self.images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous().to(self.device)
-        self.labels = torch.from_numpy(data.labels).to(self.device)  # (N,)
+        self.rank, self.world_size = shard.rank, shard.world_size
+        self.device = torch.device("cpu")
+        self.images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()  # uint8
+        self.labels = torch.from_numpy(data.labels)  # (N,)
         self.classes = data.classes
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.mean = torch.tensor(stats[0]).view(1, 3, 1, 1)
+        self.std = torch.tensor(stats[1]).view(1, 3, 1, 1)
         self.generator = torch.Generator().manual_seed(seed)  # on the CPU: works for every device
         self.epoch = 1  # set_loader_epoch sets it, for alternate_flip
         self.augmentation = Augmentation() if augment is True else (augment or None)
@@ -779,6 +792,13 @@ class TensorLoader:
                 draw = torch.rand(len(self.labels), generator=torch.Generator().manual_seed(seed))
                 self.flipped_in_odd_epochs = draw < 0.5  # (N,) bool
         self.dataset = data  # for len(loader.dataset), like a DataLoader
+
+    def to(self, device: torch.device | str) -> TensorLoader:
+        """Keep the data on ``device`` and produce the batches there; returns the loader."""
+        self.device = torch.device(device)
+        self.images, self.labels = self.images.to(self.device), self.labels.to(self.device)
+        self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
+        return self
 
     def __len__(self) -> int:
         n, step = len(self.labels), self.batch_size * self.world_size  # images per step, all ranks
@@ -826,8 +846,7 @@ def build_loaders(
     mean: Sequence[float],
     std: Sequence[float],
     device: torch.device,
-    rank: int = 0,
-    world_size: int = 1,
+    shard: Shard | None = None,
 ) -> tuple[Any, Any, Any]:
     """Train, validation and test loaders for a run's configuration.
 
@@ -836,31 +855,32 @@ def build_loaders(
     ``DataLoader``: benchmarks/README.md); on a GPU the data never leaves the device. Random
     rotation needs the per-image torchvision path (:func:`make_loader`), which "auto" then picks.
 
-    Under torchrun (``world_size`` processes, this one ``rank``), ``cfg.batch_size`` is the global
-    batch: each process's training loader serves its share of every step, and the validation and
-    test splits are cut into one contiguous slice per process, which
+    Under torchrun (``shard``: this process's share), ``cfg.batch_size`` is the global batch: each
+    process's training loader serves its share of every step, and the validation and test splits
+    are cut into one contiguous slice per process, which
     :func:`course_utils.distributed.gather_predictions` joins back in order.
 
     Explained in notebook 05 (training).
     """
-    batch_size = cfg.per_process_batch_size(world_size)  # cfg.batch_size without torchrun
-    val_split = _slice_for(splits.val, rank, world_size)  # all of it for a single process
-    test_split = _slice_for(splits.test, rank, world_size)
+    shard = shard or Shard()
+    batch_size = cfg.per_process_batch_size(shard.world_size)  # cfg.batch_size without torchrun
+    val_split = _slice_for(splits.val, shard)  # all of it for a single process
+    test_split = _slice_for(splits.test, shard)
     if _loader_kind(cfg) == "tensor":
         augmentation = Augmentation(cfg.crop_padding, cfg.crop_size, cfg.alternate_flip)
         train = TensorLoader(
-            splits.train, batch_size, shuffle=True, augment=augmentation, mean=mean, std=std,
-            device=device, seed=cfg.seed, drop_last=True, rank=rank, world_size=world_size,
-        )  # fmt: skip
+            splits.train, batch_size, shuffle=True, augment=augmentation, stats=(mean, std),
+            seed=cfg.seed, drop_last=True, shard=shard,
+        ).to(device)
         val, test = (
-            TensorLoader(part, cfg.eval_batch_size, mean=mean, std=std, device=device)
+            TensorLoader(part, cfg.eval_batch_size, stats=(mean, std)).to(device)
             for part in (val_split, test_split)
         )
         return train, val, test
     train_images = CIFAR10Dataset(splits.train, train_transform(mean, std, cfg.rotation))
     train = make_loader(
         train_images, batch_size, shuffle=True, seed=cfg.seed, num_workers=cfg.num_workers,
-        device=device, drop_last=True, rank=rank, world_size=world_size,
+        device=device, drop_last=True, shard=shard,
     )  # fmt: skip
     val, test = (
         make_loader(CIFAR10Dataset(part, eval_transform(mean, std)), cfg.eval_batch_size,
@@ -888,12 +908,12 @@ def _loader_kind(cfg: TrainConfig) -> str:
     return kind
 
 
-def _slice_for(data: CIFAR10Arrays, rank: int, world_size: int) -> CIFAR10Arrays:
-    """Process ``rank``'s contiguous slice of ``data`` (all of it for a single process); the
-    slices of ranks 0, 1, ... follow each other in order."""
-    if world_size == 1:
+def _slice_for(data: CIFAR10Arrays, shard: Shard) -> CIFAR10Arrays:
+    """The process's contiguous slice of ``data`` (all of it for a single process); the slices of
+    ranks 0, 1, ... follow each other in order."""
+    if shard.world_size == 1:
         return data
-    return data.subset(np.array_split(np.arange(len(data)), world_size)[rank])
+    return data.subset(np.array_split(np.arange(len(data)), shard.world_size)[shard.rank])
 
 
 # --------------------------------------------------------------------------------------------------

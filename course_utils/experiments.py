@@ -32,7 +32,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from course_utils.config import PROJECT_ROOT, REPOSITORY, TrainConfig, flag_name, get_device
+from course_utils.config import (
+    PROJECT_ROOT,
+    REPOSITORY,
+    VAL_SIZE,
+    TrainConfig,
+    flag_name,
+    get_device,
+)
 from course_utils.data import cifar10_splits, eval_transform
 from course_utils.diagnostics import (
     expected_calibration_error,
@@ -57,6 +64,7 @@ RECIPE_2026_11: dict[str, Any] = {
     "label_smoothing": 0.1,
     "tta": False,
     "tta_shift": 0,
+    "val_size": VAL_SIZE,
 }
 #: The small-data setting of the regularization, schedule and normalization grids: a stratified
 #: 4,000 of the training images, 8 epochs, no time budget.
@@ -73,6 +81,7 @@ RECIPE_2026_12: dict[str, Any] = {
     "label_smoothing": 0.2,
     "tta": True,
     "tta_shift": 0,  # the flip's 2 views
+    "val_size": VAL_SIZE,
     "amp": False,  # float32 everywhere, also where the CPU has native bfloat16
     "minutes": 0,
     "epochs": 2,

@@ -38,6 +38,7 @@ from course_utils.config import (
 )
 from course_utils.data import (
     CIFAR10Arrays,
+    Shard,
     Splits,
     build_loaders,
     cifar10_splits,
@@ -136,7 +137,7 @@ def setup_run(
         mean, std = saved["mean"], saved["std"]
     else:  # normally the statistics of this run's own training images, exact and cheap
         mean, std = normalization_stats(cfg.normalization, splits.train)
-    loaders = build_loaders(splits, cfg, mean, std, device, rank(), world_size())
+    loaders = build_loaders(splits, cfg, mean, std, device, Shard(rank(), world_size()))
     model = build_model(cfg, num_classes=len(splits.train.classes))
     return RunSetup(splits, list(mean), list(std), *loaders, model)
 

@@ -146,9 +146,9 @@ def train_and_test(
     then measure its accuracy on them (no augmentation) and on ``test``, each once."""
     set_seed(cfg.seed)
     model = build_model(cfg, num_classes=len(VEHICLES))
-    norm = {"mean": pretrained.mean, "std": pretrained.std, "device": device}
-    loader = TensorLoader(labelled, cfg.batch_size, shuffle=True, augment=True, seed=cfg.seed,
-                          drop_last=True, **norm)  # fmt: skip
+    stats = (pretrained.mean, pretrained.std)
+    loader = TensorLoader(labelled, cfg.batch_size, shuffle=True, augment=True, stats=stats,
+                          seed=cfg.seed, drop_last=True).to(device)  # fmt: skip
     if len(loader) == 0:  # no full batch: say why, in this experiment's words
         raise ValueError(f"{len(labelled)} labelled images do not fill one batch of "
                          f"{cfg.batch_size}: label more images, or use a smaller batch_size")
@@ -160,11 +160,11 @@ def train_and_test(
     train_one_epoch(model, itertools.islice(batches_forever(loader, cfg.seed), steps), criterion,
                     optimizer, device, scheduler=scheduler if per_batch else None)  # fmt: skip
     seconds = time.perf_counter() - start
-    train_accuracy = evaluate(model, TensorLoader(labelled, 500, **norm), device).accuracy
-    test_accuracy = evaluate(model, TensorLoader(test, 500, **norm), device).accuracy
+    train_accuracy = evaluate(model, TensorLoader(labelled, 500, stats=stats).to(device), device)
+    test_accuracy = evaluate(model, TensorLoader(test, 500, stats=stats).to(device), device)
     return model, {
-        "train_accuracy": train_accuracy,
-        "test_accuracy": test_accuracy,
+        "train_accuracy": train_accuracy.accuracy,
+        "test_accuracy": test_accuracy.accuracy,
         "passes": steps * cfg.batch_size / len(labelled),  # times each labelled image was seen
         "seconds": seconds,
     }

@@ -450,7 +450,7 @@ for workers in (0,) if is_smoke() else (0, 1, 2):  # smoke mode starts no worker
     speeds[f"DataLoader, {workers} worker{'s' if workers != 1 else ''}"] = images_per_second(
         loader, max_batches
     )
-tensor_loader = TensorLoader(train, batch_size=256, shuffle=True, augment=True, device=device)
+tensor_loader = TensorLoader(train, batch_size=256, shuffle=True, augment=True).to(device)
 speeds[f"TensorLoader on {device}"] = images_per_second(tensor_loader, max_batches)
 
 ax = pd.Series(speeds).plot.barh(figsize=(7, 2.5), color="tab:blue")

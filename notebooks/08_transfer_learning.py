@@ -456,10 +456,10 @@ imagenet_cfg = TrainConfig(init="imagenet" if imagenet_weights is not None else 
                            backbone_lr=BACKBONE_LR, epochs=2, patience=None, num_workers=0)
 few = splits.train.subset(stratified_subset(splits.train.labels, IMAGENET_PER_CLASS))
 test_few = splits.test.subset(stratified_subset(splits.test.labels, 10 if SMOKE_MODE else 100))
+imagenet_stats = (IMAGENET_MEAN, IMAGENET_STD)
 few_loader = TensorLoader(few, imagenet_cfg.batch_size, shuffle=True, augment=True,
-                          mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device, drop_last=True)
-few_test = TensorLoader(test_few, 2 * imagenet_cfg.batch_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                        device=device)
+                          stats=imagenet_stats, drop_last=True).to(device)
+few_test = TensorLoader(test_few, 2 * imagenet_cfg.batch_size, stats=imagenet_stats).to(device)
 sizes = []
 for size in IMAGE_SIZES:
     set_seed(0)

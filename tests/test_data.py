@@ -402,14 +402,14 @@ def _find_crop(original: np.ndarray, out: np.ndarray) -> bool:
 def test_tensor_loader_matches_reference_augmentation():
     data = D.CIFAR10Arrays(_random_images(40, 0), np.arange(40, dtype=np.int64) % 10)
     mean, std = (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255)  # "normalize" back to 0..255
-    loader = D.TensorLoader(data, batch_size=16, shuffle=True, augment=True, mean=mean, std=std)
+    loader = D.TensorLoader(data, batch_size=16, shuffle=True, augment=True, stats=(mean, std))
     seen = []
     for x, y in loader:
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
         seen += y.tolist()
     assert len(loader) == 3 and sorted(seen) == sorted(data.labels.tolist())
     # Labels travel with their images: check every image against its own original.
-    loader = D.TensorLoader(data, batch_size=40, shuffle=False, augment=True, mean=mean, std=std)
+    loader = D.TensorLoader(data, batch_size=40, shuffle=False, augment=True, stats=(mean, std))
     x, y = next(iter(loader))
     moved = 0
     for k in range(40):
@@ -418,6 +418,21 @@ def test_tensor_loader_matches_reference_augmentation():
         assert _find_crop(original, out), f"image {k} is not a padded crop/flip of its original"
         moved += not np.array_equal(original, out)
     assert moved > 30, "almost every image should be moved or flipped"
+
+
+def test_tensor_loader_to_moves_data_and_keeps_batches():
+    data = D.CIFAR10Arrays(_random_images(10, 0), np.arange(10, dtype=np.int64))
+    loader = D.TensorLoader(data, batch_size=5, shuffle=True, seed=1)
+    moved = D.TensorLoader(data, batch_size=5, shuffle=True, seed=1).to("cpu")
+    assert moved.device == torch.device("cpu") and moved.images.device == torch.device("cpu")
+    for (x, y), (mx, my) in zip(loader, moved, strict=True):
+        assert torch.equal(x, mx) and torch.equal(y, my)
+
+
+def test_shard_rejects_a_rank_outside_the_processes():
+    assert D.Shard() == D.Shard(0, 1)
+    with pytest.raises(ValueError, match="rank 2 is not one of 0 .. 1"):
+        D.Shard(2, 2)
 
 
 def test_tensor_loader_plain_matches_eval_transform():

@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 from course_utils.checkpoints import RESUME_KEYS, load_checkpoint
 from course_utils.config import PROJECT_ROOT
 from course_utils.data import (
+    Shard,
     Splits,
     TensorLoader,
     build_loaders,
@@ -93,7 +94,7 @@ def _train(
 ) -> None:
     """Train with ``fit`` as the command line does; save this rank's weights and history."""
     mean, std = stats
-    train, val, _ = build_loaders(splits, cfg, mean, std, device, rank, WORLD)
+    train, val, _ = build_loaders(splits, cfg, mean, std, device, Shard(rank, WORLD))
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
     result = fit(model, train, val, cfg, device, out_dir=out / f"run-rank{rank}",
@@ -139,8 +140,8 @@ def _unaugmented_loader(splits: Splits, stats: tuple, batch_size: int, rank: int
                         world_size: int = 1) -> TensorLoader:  # fmt: skip
     """The first UNAUGMENTED_IMAGES training images, shuffled, not augmented."""
     return TensorLoader(splits.train.subset(np.arange(UNAUGMENTED_IMAGES)), batch_size,
-                        shuffle=True, augment=False, mean=stats[0], std=stats[1], seed=0,
-                        drop_last=True, rank=rank, world_size=world_size)  # fmt: skip
+                        shuffle=True, augment=False, stats=stats, seed=0, drop_last=True,
+                        shard=Shard(rank, world_size))  # fmt: skip
 
 
 def _first_runs(rank: int, device: torch.device, splits: Splits, stats: tuple, tmp: Path) -> None:
@@ -150,7 +151,7 @@ def _first_runs(rank: int, device: torch.device, splits: Splits, stats: tuple, t
     _train(rank, device, splits, stats, CONFIG, tmp / "cut", stop_after_epoch=1)
     for sync_bn in (True, False):
         cfg = dataclasses.replace(CONFIG, epochs=1, sync_bn=sync_bn)
-        _, val, _ = build_loaders(splits, cfg, *stats, device, rank, WORLD)
+        _, val, _ = build_loaders(splits, cfg, *stats, device, Shard(rank, WORLD))
         train = _unaugmented_loader(splits, stats, cfg.batch_size // WORLD, rank, WORLD)
         weights = _fit_in_float64(cfg, train, val, device, tmp / f"sync_bn={sync_bn}-rank{rank}")
         torch.save(weights, tmp / f"sync_bn={sync_bn}-rank{rank}.pt")
@@ -266,10 +267,10 @@ def test_the_batch_size_message_suggests_multiples():
 
 def test_tensor_loader_shards_are_the_one_process_batches_augmented_alike(smoke_splits):
     splits, (mean, std) = smoke_splits
-    kwargs: dict[str, Any] = {"shuffle": True, "augment": True, "mean": mean, "std": std,
+    kwargs: dict[str, Any] = {"shuffle": True, "augment": True, "stats": (mean, std),
                               "seed": 3, "drop_last": True}  # fmt: skip
     one = TensorLoader(splits.train, 64, **kwargs)
-    shards = [TensorLoader(splits.train, 32, rank=r, world_size=WORLD, **kwargs) for r in (0, 1)]
+    shards = [TensorLoader(splits.train, 32, shard=Shard(r, WORLD), **kwargs) for r in (0, 1)]
     for epoch in (1, 2):
         for loader in (one, *shards):
             set_loader_epoch(loader, seed=3, epoch=epoch)
@@ -279,7 +280,7 @@ def test_tensor_loader_shards_are_the_one_process_batches_augmented_alike(smoke_
             assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1)
             assert torch.equal(y[0::2], y0) and torch.equal(y[1::2], y1)
     with pytest.raises(ValueError, match="drop_last=True"):
-        TensorLoader(splits.train, 32, rank=0, world_size=WORLD)
+        TensorLoader(splits.train, 32, shard=Shard(0, WORLD))
 
 
 class _Indices(torch.utils.data.Dataset):
@@ -300,7 +301,7 @@ def _epoch_batches(loader: Any, epoch: int) -> list[np.ndarray]:
 def test_dataloader_shards_partition_each_epoch_and_reshuffle_from_seed_and_epoch():
     def shards() -> list[Any]:
         return [make_loader(_Indices(), 10, shuffle=True, seed=5, num_workers=0, drop_last=True,
-                            rank=r, world_size=WORLD) for r in (0, 1)]  # fmt: skip
+                            shard=Shard(r, WORLD)) for r in (0, 1)]  # fmt: skip
 
     first, again = shards(), shards()
     seen = {}
@@ -321,7 +322,7 @@ def test_build_loaders_slices_validation_and_test_in_order(smoke_splits):
     splits, (mean, std) = smoke_splits
     for loader_kind in ("tensor", "torch"):
         cfg = dataclasses.replace(CONFIG, loader=loader_kind, num_workers=0, eval_batch_size=64)
-        parts = [build_loaders(splits, cfg, mean, std, torch.device("cpu"), r, WORLD)
+        parts = [build_loaders(splits, cfg, mean, std, torch.device("cpu"), Shard(r, WORLD))
                  for r in (0, 1)]  # fmt: skip
         for split, index in ((splits.val, 1), (splits.test, 2)):
             labels = np.concatenate([y.numpy() for p in parts for _, y in p[index]])

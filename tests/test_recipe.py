@@ -415,7 +415,7 @@ def test_smaller_crops_are_windows_of_the_padded_image_and_evaluation_sees_whole
     images = rng.integers(1, 256, (6, 32, 32, 3), dtype=np.uint8)  # no zeros: padding shows
     data = CIFAR10Arrays(images, np.arange(6) % 10, tuple(str(i) for i in range(10)), "fake")
     loader = TensorLoader(data, 6, augment=Augmentation(crop_padding=2, crop_size=24),
-                          mean=(0, 0, 0), std=(1 / 255, 1 / 255, 1 / 255), seed=1)  # fmt: skip
+                          stats=((0, 0, 0), (1 / 255, 1 / 255, 1 / 255)), seed=1)  # fmt: skip
     (x, _), = list(loader)
     assert x.shape == (6, 3, 24, 24)
     padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))  # NumPy's own zero padding
