@@ -267,8 +267,8 @@ assert (ends > 0.01).all()  # both ends lose more than a point (measured: about 
 # cross-entropy of the true class) needs no bins and also rewards calibration, so we report both.
 #
 # The model is the one shipped with the course; its validation split is rebuilt from the seed
-# stored in the checkpoint, so it holds exactly the images it never trained on (1,000: the `cpu`
-# preset holds out no more, notebook 07, section 9).
+# stored in the checkpoint, so it holds exactly the images it never trained on (1,000 of them,
+# as many as the `cpu` preset holds out: notebook 07, section 9).
 
 # %%
 checkpoint_path = pretrained_file("cpu")  # the shipped checkpoint, its sha256 checked
