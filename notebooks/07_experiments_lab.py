@@ -639,7 +639,7 @@ assert crops.epochs > first.epochs and crops.test_accuracy < first.test_accuracy
 # Then the preset and the anchor side by side, 15 minutes each, seeds 0 and 1, in three rounds on
 # the same day: round 1 with the preset of then (flip TTA), round 2 with six test views (below),
 # and the last round (stage `confirm`) with the preset as it is now, which holds out 1,000 images
-# for validation instead of 5,000 (below), and one run of the preset as it was, beside it:
+# for validation instead of 5,000 (below), and the preset as it was beside it:
 
 # %%
 ROUNDS = ["confirm, round 1", "confirm, round 2", "confirm"]
@@ -659,19 +659,23 @@ means = 100 * side_by_side["test_mean"].droplevel("recipe")  # (stage, lever) ->
 gaps = {
     "round 1, the preset of then": ("confirm, round 1", "preset"),
     "round 2, + six test views": ("confirm, round 2", "preset"),
-    "last round, the preset as it was (1 seed)": ("confirm", PRESET_THEN),
+    "last round, the preset as it was": ("confirm", PRESET_THEN),
     "last round, + 1,000 held out: the preset now": ("confirm", HELD_OUT),
 }
 for name, (stage, lever) in gaps.items():
     gaps[name] = means[stage, "anchor"] - means[stage, lever]
     print(f"{name}: the anchor's mean test accuracy minus the course's: {gaps[name]:+.2f} points")
-assert min(gaps.values()) > 3  # measured: 3.9, 5.4, 3.9 and 3.2 points: the target is not met
+assert min(gaps.values()) > 3  # measured: 3.9, 5.4, 4.0 and 3.2 points: the target is not met
 # The figures the text below quotes, from the table: the means of each round, and the speeds.
 assert means.round(1).to_dict() == {
     ("confirm, round 1", "anchor"): 85.9, ("confirm, round 1", "preset"): 82.0,
     ("confirm, round 2", "preset"): 81.7, ("confirm, round 2", "anchor"): 87.1,
     ("confirm", HELD_OUT): 84.3, ("confirm", "anchor"): 87.6, ("confirm", PRESET_THEN): 83.6,
 }  # fmt: skip
+# The lever of the last round against the spread of each pair of seeds (text below).
+spreads = 100 * (side_by_side["test_max"] - side_by_side["test_min"]).droplevel("recipe")
+lever_gain = means["confirm", HELD_OUT] - means["confirm", PRESET_THEN]
+assert lever_gain > max(spreads["confirm", HELD_OUT], spreads["confirm", PRESET_THEN])  # 0.8
 speeds = rounds.groupby("stage")["images_per_second"]
 assert (speeds.max() / speeds.min())["confirm, round 2"] > 1.3  # 334 to 439 images/s: a third
 assert speeds.mean()["confirm"] > 1.2 * speeds.mean()["confirm, round 2"]  # a faster machine
@@ -692,17 +696,18 @@ side_by_side.round(4)
 #
 # The last round ran later, on a machine about 30% faster (485 images/s on average, 375 in
 # round 2), with the preset as it is now: 84.3% in 8.4 and 8.6 epochs, against the anchor's 87.6%
-# (both seeds), **3.2 points behind**. The preset as it was, one seed beside it in the same hour,
-# reached 83.6% in 8.0 epochs, 3.9 points behind. What changed is the validation set. The anchor trains on all
-# 50,000 training images; the preset held 5,000 of them out, only to choose the epoch whose weights
-# it keeps. But with a schedule that ends at its smallest learning rate the last epoch is the best
-# one: it was in each of the preset's 15-minute runs measured here (once tied with the epoch
-# before it), as in the shipped run below, the first of the new preset's two. So
-# the preset now holds out 1,000 (`--val-size 1000`, 100 a class: enough to confirm that choice),
-# and trains on the other 49,000. That is 9% more images to learn from, and a validation pass a
-# fifth as long after every epoch; it gained 0.7 points on seed 0 over the run beside it. One
-# run of each cannot separate that from the machine's speed (the two ran at 510 and 476 images/s),
-# so count it as a likely gain of well under a point, not a measured one.
+# (both seeds), **3.2 points behind**. The preset as it was, both seeds run in the same hour,
+# reached 83.6% in 8.0 and 7.6 epochs, 4.0 points behind. What changed is the validation set. The
+# anchor trains on all 50,000 training images; the preset held 5,000 of them out, only to choose
+# the epoch whose weights it keeps. But with a schedule that ends at its smallest learning rate
+# the last epoch is the best one: it was in each of the preset's 15-minute runs measured here
+# (once tied with the epoch before it), as in the shipped run below, the first of the new
+# preset's two. So the preset now holds out 1,000 (`--val-size 1000`, 100 a class: enough to
+# confirm that choice), and trains on the other 49,000. That is 9% more images to learn from, and
+# a validation pass a fifth as long after every epoch. It gained 0.8 points on the mean of two
+# seeds, more than either pair's spread (0.04 and 0.13 points). Part of that may still be the
+# machine: the new preset's runs trained at 510 and 520 images/s, the old one's at 476 and 456,
+# and more images/s means more epochs in the same minutes.
 
 # %%
 shipped = pd.read_csv(PROJECT_ROOT / "checkpoints" / "cpu" / "history.csv")
