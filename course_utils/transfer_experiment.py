@@ -160,11 +160,11 @@ def train_and_test(
     train_one_epoch(model, itertools.islice(batches_forever(loader, cfg.seed), steps), criterion,
                     optimizer, device, scheduler=scheduler if per_batch else None)  # fmt: skip
     seconds = time.perf_counter() - start
-    train_accuracy = evaluate(model, TensorLoader(labelled, 500, stats=stats).to(device), device)
-    test_accuracy = evaluate(model, TensorLoader(test, 500, stats=stats).to(device), device)
+    train_part, test_part = (TensorLoader(part, 500, stats=stats).to(device)
+                             for part in (labelled, test))  # fmt: skip
     return model, {
-        "train_accuracy": train_accuracy.accuracy,
-        "test_accuracy": test_accuracy.accuracy,
+        "train_accuracy": evaluate(model, train_part, device).accuracy,
+        "test_accuracy": evaluate(model, test_part, device).accuracy,
         "passes": steps * cfg.batch_size / len(labelled),  # times each labelled image was seen
         "seconds": seconds,
     }
