@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from course_utils.machine import machine_name
 from course_utils.training import (
     PRESETS,
     build_model,
@@ -79,9 +79,7 @@ def main() -> None:
     batch = (torch.randn(cfg.batch_size, 3, 32, 32), torch.randint(0, 10, (cfg.batch_size,)))
     default = torch.get_num_threads()
     counts = thread_candidates(default)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-          f"{torch.__version__}, {default} threads by default; oneDNN ISA limit: "
-          f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'none')}")  # fmt: skip
+    print(f"{machine_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     rows, chosen = {}, {}
     for load, busy in (("idle", 0), (f"{args.busy} busy", args.busy)):
         with busy_programs(busy):

@@ -36,7 +36,7 @@ def measure(folder: Path, data_dir: Path | None) -> list[dict]:
     """One row per way of viewing, for the run in ``folder``."""
     model, state = model_from_checkpoint(folder / "best.pt")
     cfg = TrainConfig.from_dict(state["config"])
-    splits = cifar10_splits(data_dir, cfg.val_size, cfg.seed, cfg.smoke)
+    splits = cifar10_splits(data_dir, cfg.val_size, cfg.seed, smoke=cfg.smoke)
     *_, test_loader = build_loaders(splits, cfg, state["mean"], state["std"], torch.device("cpu"))
     rows = []
     for name, tta, shift in VIEWS:

@@ -96,7 +96,7 @@ def bare_step(
 ) -> tuple[float, float]:
     """(a) images/s of forward + backward + step on one fixed batch."""
     model = resnet18(width=cfg.width)
-    memory_format = to_device(model, device, cfg.channels_last)
+    memory_format = to_device(model, device, channels_last=cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     x = torch.randn(cfg.batch_size, 3, 32, 32, device=device).contiguous(

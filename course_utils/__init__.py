@@ -8,7 +8,7 @@ imports made inside functions too), so the package has no import cycles. From th
 - layer 2, ``config``: paths, smoke mode, seeds, devices; ``TrainConfig``, presets (00, 05)
 - layer 3, ``data``: CIFAR-10 loading, statistics, augmentation, DataLoaders (notebooks 01-02)
 - layer 3, ``checkpoints``: save atomically, load safely, shipped ones by sha256 (05, 08)
-- layer 4, ``evaluation``: the evaluation loop, predictions, metrics, t-SNE (notebook 06)
+- layer 4, ``evaluation``: the evaluation loop (gathered under torchrun), metrics, t-SNE (06)
 - layer 4, ``transfer``: pretrained weights, a new head, probe and fine-tuning (notebook 08)
 - layer 4, ``plotting``: the figures of every notebook
 - layer 5, ``distributed``: the same run on several GPUs, under ``torchrun`` (README)

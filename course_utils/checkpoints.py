@@ -374,7 +374,7 @@ def pretrained_file(source: str | os.PathLike[str], sha256: str | None = None) -
             sha256 or shipped.sha256,
             f"Restore the shipped file (git checkout -- checkpoints/{shipped.path}). If you "
             f"retrained it on purpose, put its new sha256 (sha256sum checkpoints/{shipped.path}) "
-            f"into SHIPPED_CHECKPOINTS in course_utils/transfer.py.",
+            f"into SHIPPED_CHECKPOINTS in course_utils/checkpoints.py.",
         )
         return path
     if _is_url(text):
@@ -402,23 +402,10 @@ def load_pretrained(
     model: nn.Module | None = None,
     map_location: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Load a pretrained checkpoint by shipped name, URL or path: sha256 first, then safely.
-
-    The file is found and checked by :func:`pretrained_file`, then read by
-    :func:`course_utils.checkpoints.load_checkpoint` (``weights_only``: it cannot run code).
-
-    Args:
-        source: a shipped name such as ``"cpu"``, a URL, or a local path.
-        sha256: the expected sha256 (required for a URL).
-        model: load the weights into it, after checking that it is the network they came from.
-        map_location: where to put the tensors.
-
-    Returns:
-        The checkpoint dictionary (weights, configuration, classes, normalization statistics);
-        ``training.model_from_checkpoint`` builds the network it describes, with its weights.
-
-    Explained in notebook 08; notebook 06 evaluates the shipped ``cpu`` checkpoint with it.
-    """
+    """:func:`pretrained_file` (a shipped name such as ``"cpu"``, a URL with its ``sha256``, or a
+    path; the sha256 checked), then :func:`load_checkpoint` (into ``model`` if given, after the
+    architecture check). Returns the checkpoint dictionary; ``training.model_from_checkpoint``
+    builds the network it describes. Notebooks 06 and 08."""
     return load_checkpoint(pretrained_file(source, sha256), model, map_location=map_location)
 
 

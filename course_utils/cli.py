@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from course_utils.checkpoints import CheckpointError, load_checkpoint, ship_checkpoint
-from course_utils.config import flag_name, get_device
+from course_utils.config import PRESETS, ConfigError, TrainConfig, flag_name, get_device
 from course_utils.data import DataFormatError, DataNotFoundError
 from course_utils.distributed import (
     DistributedSetupError,
@@ -52,12 +52,7 @@ from course_utils.experiments import (
 )
 from course_utils.machine import BudgetError
 from course_utils.run import config_from_preset, train_and_report
-from course_utils.training import (
-    PRESETS,
-    ConfigError,
-    NonFiniteLossError,
-    TrainConfig,
-)
+from course_utils.training import NonFiniteLossError
 from course_utils.transfer_experiment import summarize_transfer
 
 #: TrainConfig fields with a flag written by hand instead of generated: ``--smoke`` also shrinks
@@ -192,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def experiment_command(args: argparse.Namespace) -> int:
     """``python -m course_utils experiment NAME``: a grid of runs, or an analysis of them."""
     if args.name in ANALYSES:
-        table = run_analysis(args.name, args.smoke)
+        table = run_analysis(args.name, smoke=args.smoke)
         print(
             table.drop(columns=["machine", "date", "torch", "command"])
             .round(4)
@@ -204,10 +199,10 @@ def experiment_command(args: argparse.Namespace) -> int:
             print(f"error: --minutes: the {TRANSFER} experiment runs fixed epochs and steps "
                   "(course_utils.transfer_experiment); leave --minutes out", file=sys.stderr)
             return 2
-        table = run_transfer_experiment(args.seeds, args.smoke)
+        table = run_transfer_experiment(args.seeds, smoke=args.smoke)
         print(summarize_transfer(table).round(4).to_string())
         return 0
-    table = run_experiment(args.name, args.seeds, args.minutes, args.smoke)
+    table = run_experiment(args.name, args.seeds, args.minutes, smoke=args.smoke)
     print(summarize(table).round(4).to_string())
     return 0
 

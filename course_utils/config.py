@@ -109,7 +109,7 @@ def runs_dir() -> Path:
     return _course_folder() / "runs"
 
 
-def set_seed(seed: int = DEFAULT_SEED, deterministic: bool = False) -> None:
+def set_seed(seed: int = DEFAULT_SEED, *, deterministic: bool = False) -> None:
     """Seed Python, NumPy and PyTorch (CPU and every GPU) so that a run can be repeated.
 
     Args:
@@ -222,6 +222,12 @@ def cpu_has_native_bfloat16() -> bool:
 TRAIN_SIZE = 50_000  # images in the official training split
 VAL_SIZE = 5_000  # held out of it for validation (the usual 45,000 / 5,000 split)
 CROP_PADDING = 4  # pixels of zero padding before the random 32x32 crop (He et al., 2016, sec. 4.2)
+#: Progressive resizing (``TrainConfig.small_crops``): the side of the early epochs' crops, taken
+#: from the unpadded 32x32 image (shifts of up to 8 pixels), 56% of a whole image's pixels.
+SMALL_CROP = 24
+#: A small-crop step's cost, as a fraction of a whole-image step's: the pixels' share, which plans
+#: the budget; a run's own pace then corrects it (``training.Pacer``).
+SMALL_CROP_COST = (SMALL_CROP / 32) ** 2
 #: The input statistics a run can normalize with (``TrainConfig.normalization``): the run's own
 #: training images (right), ImageNet's, or CIFAR-10's mean with the widely copied 0.2023 "std".
 #: Notebook 07 measures what the two wrong ones cost.
@@ -341,6 +347,11 @@ class TrainConfig:
     alternate_flip: bool = setting(
         False, "flip each image in every other epoch, not at random (tensor loader)"
     )
+    small_crops: float = setting(
+        0.0, f"progressive resizing: the epochs that start in this first fraction of the steps "
+        f"train on {SMALL_CROP}x{SMALL_CROP} crops of the unpadded images (cheaper), the later "
+        f"ones as usual (tensor loader; 0: off)", valid=FRACTION,
+    )  # fmt: skip
     rotation: float = setting(
         0.0,
         "max random rotation in degrees (0: crop + flip only)",

@@ -15,6 +15,7 @@ Explained in notebooks 01 (dataset & statistics) and 02 (augmentation & DataLoad
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -39,6 +40,7 @@ from course_utils.config import (
     CROP_PADDING,
     DEFAULT_SEED,
     NORMALIZATIONS,
+    SMALL_CROP,
     SMOKE,
     TRAIN_SIZE,  # noqa: F401 (the split sizes belong to config; importable from here too)
     VAL_SIZE,
@@ -137,7 +139,7 @@ class CIFAR10Arrays:
 
 
 def load_cifar10(
-    split: str, root: str | os.PathLike[str] | None = None, download: bool = False
+    split: str, root: str | os.PathLike[str] | None = None, *, download: bool = False
 ) -> CIFAR10Arrays:
     """Load one split of CIFAR-10 from the first source found under the data directory.
 
@@ -390,6 +392,7 @@ def cifar10_splits(
     root: str | os.PathLike[str] | None = None,
     val_size: int = VAL_SIZE,
     seed: int = DEFAULT_SEED,
+    *,
     smoke: bool | None = None,
     download: bool = False,
     train_size: int | None = None,
@@ -408,8 +411,8 @@ def cifar10_splits(
     Explained in notebook 02.
     """
     smoke = is_smoke() if smoke is None else smoke
-    train_full = load_cifar10("train", root, download)
-    test = load_cifar10("test", root, download)
+    train_full = load_cifar10("train", root, download=download)
+    test = load_cifar10("test", root, download=download)
     if smoke:
         n_classes = len(train_full.classes)
         val_size = SMOKE.val_per_class * n_classes
@@ -607,6 +610,7 @@ class Shard:
 def make_loader(
     dataset: Dataset,
     batch_size: int = 128,
+    *,
     shuffle: bool = False,
     seed: int = DEFAULT_SEED,
     num_workers: int | None = None,
@@ -760,6 +764,7 @@ class TensorLoader:
         self,
         data: CIFAR10Arrays,
         batch_size: int = 128,
+        *,
         shuffle: bool = False,
         augment: bool | Augmentation = False,
         stats: tuple[Sequence[float], Sequence[float]] = (CIFAR10_MEAN, CIFAR10_STD),
@@ -785,6 +790,7 @@ class TensorLoader:
         self.epoch = 1  # set_loader_epoch sets it, for alternate_flip
         self.augmentation = Augmentation() if augment is True else (augment or None)
         self.crop_size = self.images.shape[-1]  # whole images, unless the augmentation crops
+        self.built_augmentation = self.augmentation  # use_small_crops switches away and back
         self.flipped_in_odd_epochs = None
         if self.augmentation is not None:
             self.crop_size = self.augmentation.crop_side(self.images.shape[-1])
@@ -799,6 +805,17 @@ class TensorLoader:
         self.images, self.labels = self.images.to(self.device), self.labels.to(self.device)
         self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
         return self
+
+    def use_small_crops(self, small: bool) -> None:
+        """Progressive resizing: from the next batch on, random ``SMALL_CROP``-pixel crops of the
+        unpadded images (``small``), or the crops the loader was built with."""
+        if self.built_augmentation is None:
+            raise ValueError("a loader that does not augment takes no crops: use augment=True")
+        small_crops = dataclasses.replace(
+            self.built_augmentation, crop_padding=0, crop_size=SMALL_CROP
+        )
+        self.augmentation = small_crops if small else self.built_augmentation
+        self.crop_size = self.augmentation.crop_side(self.images.shape[-1])
 
     def __len__(self) -> int:
         n, step = len(self.labels), self.batch_size * self.world_size  # images per step, all ranks
@@ -858,7 +875,7 @@ def build_loaders(
     Under torchrun (``shard``: this process's share), ``cfg.batch_size`` is the global batch: each
     process's training loader serves its share of every step, and the validation and test splits
     are cut into one contiguous slice per process, which
-    :func:`course_utils.distributed.gather_predictions` joins back in order.
+    :func:`course_utils.evaluation.predict` joins back in order.
 
     Explained in notebook 05 (training).
     """
@@ -898,12 +915,11 @@ def _loader_kind(cfg: TrainConfig) -> str:
         kind = "torch" if cfg.rotation else "tensor"
     if kind == "tensor" and cfg.rotation:
         raise ValueError("the tensor loader does not rotate: use --loader torch with --rotation")
-    if kind != "tensor" and (
-        cfg.alternate_flip or cfg.crop_padding != CROP_PADDING or cfg.crop_size != 32
-    ):
+    crops = cfg.crop_padding != CROP_PADDING or cfg.crop_size != 32 or cfg.small_crops
+    if kind != "tensor" and (cfg.alternate_flip or crops):
         raise ValueError(
-            "alternate_flip, crop_padding and crop_size need the tensor loader (--loader tensor, "
-            "no --rotation)"
+            "alternate_flip, crop_padding, crop_size and small_crops need the tensor loader "
+            "(--loader tensor, no --rotation)"
         )
     return kind
 

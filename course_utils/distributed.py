@@ -15,9 +15,9 @@ NCCL between GPUs, Gloo between CPU processes. A run then goes like this:
   ``--sync-bn`` (:func:`sync_batchnorm`) sums them over the global batch, which makes N processes
   compute what one process computes on the whole batch; after each epoch every process takes rank
   0's running statistics (:func:`broadcast_buffers`), as DDP itself does before every forward;
-- **validation and test**: each process predicts a slice of the split and the slices are gathered
-  (:func:`gather_predictions`), so every process holds the same predictions, reports the same
-  metrics and takes the same early-stopping decision;
+- **validation and test**: each process predicts a slice of the split and
+  :func:`course_utils.evaluation.predict` gathers the slices, so every process holds the same
+  predictions, reports the same metrics and takes the same early-stopping decision;
 - **files and output**: rank 0 alone writes checkpoints (the weights of the model inside DDP: the
   same format as a single-process run), history, metrics and figures, prints, and shows progress
   bars. Every process reads ``best.pt`` for the test (and ``last.pt`` to resume), so on several
@@ -35,18 +35,14 @@ exactly the single-process run. Explained in notebook 05 (training) and in the R
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Iterator
 from typing import TypeVar
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-
-from course_utils.evaluation import Predictions
 
 #: The environment variables torchrun sets in every process it starts.
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -144,7 +140,7 @@ def quiet_unless_main() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------------
 
 
-def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool = False) -> nn.Module:
+def wrap_model(model: nn.Module, device: torch.device, *, sync_bn: bool = False) -> nn.Module:
     """``model`` wrapped in DistributedDataParallel in a torchrun run; ``model`` itself otherwise.
 
     Call it once the model is on its device. DDP copies rank 0's weights to every process, then
@@ -297,18 +293,3 @@ def barrier() -> None:
     """Wait until every process gets here (for example, until rank 0 has written a file)."""
     if is_distributed():
         dist.barrier()
-
-
-def gather_predictions(pred: Predictions) -> Predictions:
-    """The predictions of every process's slice of a split, joined in rank order.
-
-    Each process predicts a contiguous slice (:func:`course_utils.data.build_loaders` cuts them), so
-    joining them in rank order gives back the split's own order, and every process then holds the
-    same predictions, bit for bit, and computes the same metrics.
-    """
-    if not is_distributed():
-        return pred
-    parts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * world_size()
-    dist.all_gather_object(parts, (pred.logits, pred.labels))
-    logits, labels = zip(*parts)
-    return dataclasses.replace(pred, logits=np.concatenate(logits), labels=np.concatenate(labels))

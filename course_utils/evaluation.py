@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from sklearn import metrics
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
@@ -94,14 +95,28 @@ def predict(
             left, and down and right, each with its mirror: 6 views (0: the 2 views of a flip).
 
     Returns:
-        :class:`Predictions` with NumPy arrays on the CPU.
+        :class:`Predictions` with NumPy arrays on the CPU. Under torchrun, where ``loader`` holds
+        this process's slice of the split (``data.build_loaders`` cuts them), the predictions of
+        the whole split: every process must call it.
 
     Explained in notebook 06.
     """
     function = views_averaged(model, tta_shift) if tta else model
     logits, labels = run_in_eval_mode(model, loader, device, channels_last=channels_last, amp=amp,
                                       function=function)  # fmt: skip
-    return Predictions(logits, labels)  # logits (N, num_classes)
+    return _gathered(Predictions(logits, labels))  # logits (N, num_classes)
+
+
+def _gathered(pred: Predictions) -> Predictions:
+    """Under torchrun, every process's slice joined in rank order: the slices are contiguous, so
+    that is the split's own order, and every process then holds the same predictions, bit for bit.
+    Without torchrun, ``pred`` itself."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return pred
+    parts: list[tuple[np.ndarray, np.ndarray] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (pred.logits, pred.labels))
+    logits, labels = zip(*parts)
+    return Predictions(np.concatenate(logits), np.concatenate(labels))
 
 
 def views_averaged(model: nn.Module, shift: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -124,7 +139,7 @@ def views_averaged(model: nn.Module, shift: int = 0) -> Callable[[torch.Tensor],
     return averaged
 
 
-def views_per_image(tta: bool, tta_shift: int = 0) -> int:
+def views_per_image(*, tta: bool, tta_shift: int = 0) -> int:
     """Forward passes :func:`predict` makes for each image: 1, 2 (the flip) or 6 (shifts too)."""
     return (6 if tta_shift else 2) if tta else 1
 
@@ -164,7 +179,7 @@ def run_in_eval_mode(
         on the CPU.
     """
     device = torch.device(device)
-    memory_format = to_device(model, device, channels_last)
+    memory_format = to_device(model, device, channels_last=channels_last)
     function = model if function is None else function
     model.eval()
     outputs, labels = [], []

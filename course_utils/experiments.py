@@ -65,6 +65,7 @@ RECIPE_2026_11: dict[str, Any] = {
     "tta": False,
     "tta_shift": 0,
     "val_size": VAL_SIZE,
+    "small_crops": 0.0,
 }
 #: The small-data setting of the regularization, schedule and normalization grids: a stratified
 #: 4,000 of the training images, 8 epochs, no time budget.
@@ -82,6 +83,7 @@ RECIPE_2026_12: dict[str, Any] = {
     "tta": True,
     "tta_shift": 0,  # the flip's 2 views
     "val_size": VAL_SIZE,
+    "small_crops": 0.0,
     "amp": False,  # float32 everywhere, also where the CPU has native bfloat16
     "minutes": 0,
     "epochs": 2,
@@ -185,6 +187,7 @@ def run_experiment(
     name: str,
     seeds: Sequence[int],
     minutes: float | None = None,
+    *,
     smoke: bool = False,
     runs_root: Path | None = None,
     results_dir: Path = RESULTS_DIR,
@@ -204,7 +207,7 @@ def run_experiment(
     rows = []
     for configuration, changes in EXPERIMENTS[name].items():
         for seed in seeds:
-            folder = run_folder(name, configuration, seed, smoke, runs_root)
+            folder = run_folder(name, configuration, seed, smoke=smoke, runs_root=runs_root)
             if smoke:  # the smoke subset is already small
                 changes = {k: v for k, v in changes.items() if k != "train_size"}
             elif minutes is not None:
@@ -239,6 +242,7 @@ TRANSFER = "transfer"
 
 def run_transfer_experiment(
     seeds: Sequence[int],
+    *,
     smoke: bool = False,
     results_dir: Path = RESULTS_DIR,
     runs_root: Path | None = None,
@@ -267,7 +271,7 @@ def _same_run(folder: Path) -> Path | None:
 
 
 def run_folder(
-    name: str, configuration: str, seed: int, smoke: bool = False, runs_root: Path | None = None
+    name: str, configuration: str, seed: int, *, smoke: bool = False, runs_root: Path | None = None
 ) -> Path:
     """Where one run of an experiment lives: ``runs/experiments/NAME[-smoke]/CONFIG-seedN``
     (smoke runs apart, so that they are never taken for real ones)."""
@@ -282,10 +286,11 @@ def finished_twin(cfg: TrainConfig, folder: Path) -> Path | None:
     label smoothing 0.1 is the schedules grid's one-cycle)."""
 
     def recipe(config: dict[str, Any]) -> dict[str, Any]:  # threads: each machine chooses its own
-        config = {**config, "minutes": config.get("minutes") or None}  # older runs stored 0
+        # an older run lacks the newer fields (their defaults) and stored minutes 0 (now None)
+        config = json.loads(json.dumps(TrainConfig.from_dict(config).to_dict()))
         return {k: v for k, v in config.items() if k != "threads"}
 
-    wanted = recipe(json.loads(json.dumps(cfg.to_dict())))  # tuples become lists, as in JSON
+    wanted = recipe(cfg.to_dict())
     for metrics in sorted(folder.parent.parent.glob("*/*/metrics.json")):
         if recipe(json.loads(metrics.read_text()).get("config", {})) == wanted:
             return metrics.parent
@@ -385,14 +390,14 @@ SELECTION_SPLITS = 200
 
 
 def finished_runs(
-    grids: Sequence[str], smoke: bool = False, runs_root: Path | None = None
+    grids: Sequence[str], *, smoke: bool = False, runs_root: Path | None = None
 ) -> list[Path]:
     """Every finished run folder (one with ``metrics.json``) of the named grids, in grid order,
     following the runs a grid reused from another (``same-run.json``)."""
     folders = []
     for name in grids:
         for configuration in EXPERIMENTS[name]:
-            first = run_folder(name, configuration, 0, smoke, runs_root)
+            first = run_folder(name, configuration, 0, smoke=smoke, runs_root=runs_root)
             for found in sorted(first.parent.glob(first.name.replace("-seed0", "-seed*"))):
                 if (found / "metrics.json").is_file():
                     folders.append(found)
@@ -419,7 +424,7 @@ class _TrainedRun:
         self.val_accuracy = float(pd.read_csv(folder / "history.csv")["val_acc"].max())
 
     def predictions(
-        self, split: str = "test", tta: bool = False, batch_size: int = 1000
+        self, split: str = "test", *, tta: bool = False, batch_size: int = 1000
     ) -> Predictions:
         """``evaluation.Predictions`` on ``split`` ("test" or "validation") in evaluation mode,
         through the course's one eval loop."""
@@ -428,9 +433,9 @@ class _TrainedRun:
                    for i in range(0, len(labels), batch_size)]  # fmt: skip
         return predict(self.model, batches, "cpu", channels_last=self.cfg.channels_last, tta=tta)
 
-    def probabilities(self, tta: bool = False) -> torch.Tensor:
+    def probabilities(self, *, tta: bool = False) -> torch.Tensor:
         """Softmax ``(N, classes)`` on the test images."""
-        return torch.from_numpy(self.predictions("test", tta).probs)
+        return torch.from_numpy(self.predictions("test", tta=tta).probs)
 
     def accuracy_in_training_mode(self, batch_size: int) -> float:
         """Test accuracy with ``model.eval()`` forgotten: BatchNorm normalizes every batch with
@@ -463,7 +468,7 @@ def eval_mode_table(runs: Sequence[_TrainedRun]) -> pd.DataFrame:
 def ensemble_table(runs: Sequence[_TrainedRun]) -> pd.DataFrame:
     """Test accuracy of every ensemble of k runs (k = 1, 2, ...: their softmax averaged), each
     without and with flip test-time augmentation."""
-    probs = {tta: [run.probabilities(tta) for run in runs] for tta in (False, True)}
+    probs = {tta: [run.probabilities(tta=tta) for run in runs] for tta in (False, True)}
     labels = runs[0].labels
     rows = []
     for k in range(1, len(runs) + 1):
@@ -513,7 +518,7 @@ def calibration_table(runs: Sequence[_TrainedRun]) -> pd.DataFrame:
     """
     rows = []
     for run in runs:
-        preds = {split: run.predictions(split, run.cfg.tta) for split in ("validation", "test")}
+        preds = {split: run.predictions(split, tta=run.cfg.tta) for split in ("validation", "test")}
         fitted = fit_temperature(preds["validation"].logits, preds["validation"].labels)
         for (split, pred), (scaled, temperature) in itertools.product(
             preds.items(), ((False, 1.0), (True, fitted))
@@ -542,6 +547,7 @@ ANALYSES: dict[str, tuple[tuple[str, ...], Callable[[Sequence[_TrainedRun]], pd.
 
 def run_analysis(
     name: str,
+    *,
     smoke: bool = False,
     data_dir: Path | None = None,
     results_dir: Path = RESULTS_DIR,
@@ -555,7 +561,7 @@ def run_analysis(
             ``python -m course_utils experiment`` commands make them.
     """
     grids, analysis = ANALYSES[name]
-    folders = finished_runs(grids, smoke, runs_root)
+    folders = finished_runs(grids, smoke=smoke, runs_root=runs_root)
     if not folders:
         commands = "; ".join(f"python -m course_utils experiment {g}" for g in grids)
         raise FileNotFoundError(f"the analysis {name!r} evaluates the runs of {commands} "

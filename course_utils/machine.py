@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from course_utils.config import TrainConfig, data_dir, get_device, is_smoke
+from course_utils.config import SMALL_CROP_COST, TrainConfig, data_dir, get_device, is_smoke
 from course_utils.data import TRAIN_SIZE, VAL_SIZE
 from course_utils.evaluation import views_per_image
 from course_utils.models import NUM_CLASSES, resnet18
@@ -78,19 +78,19 @@ def environment_report() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "numpy": np.__version__,
         "device": str(device),
-        "cpu threads used by torch": str(torch.get_num_threads()),
+        "machine": machine_name(device),
         "smoke mode": str(is_smoke()),
         "data directory": str(data_dir()),
     }
-    if device.type == "cuda":
-        report["gpu"] = torch.cuda.get_device_name(device)
     return report
 
 
-def machine_name() -> str:
-    """The machine a table was measured on, in words: the GPU, or the CPU and its threads."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
+def machine_name(device: torch.device | str | None = None) -> str:
+    """The machine, in words: the GPU, or the CPU, its threads and its kernels. ``device``: the
+    one a run uses (``None``: the GPU if there is one)."""
+    device = get_device() if device is None else torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
     try:  # the model name, where Linux says it
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -266,9 +266,12 @@ def fit_to_budget(
     """
     train_loader, val_loader, test_loader = loaders
     speed = measure_throughput(model, train_loader, val_loader, cfg, device, clock)
+    if cfg.small_crops:  # progressive resizing: that share of the steps costs less
+        speed = speed._replace(train=speed.train * (1 - cfg.small_crops * (1 - SMALL_CROP_COST)))
     per_epoch = len(train_loader)
     # validation batches were timed; the test may average over more views of each image
-    extra_views = views_per_image(cfg.tta, cfg.tta_shift) / views_per_image(cfg.tta)
+    views = views_per_image(tta=cfg.tta, tta_shift=cfg.tta_shift)
+    extra_views = views / views_per_image(tta=cfg.tta)
     test_batches = len(test_loader) * extra_views
     steps = plan_steps(
         cfg.minutes * 60, clock() - started, speed, per_epoch, len(val_loader), test_batches

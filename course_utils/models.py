@@ -125,6 +125,7 @@ class BasicBlock(nn.Module):
         inplanes: int,
         planes: int,
         stride: int = 1,
+        *,
         shortcut: bool = True,
         downsample: nn.Module | None = None,
     ) -> None:
@@ -173,6 +174,7 @@ class Bottleneck(nn.Module):
         inplanes: int,
         planes: int,
         stride: int = 1,
+        *,
         shortcut: bool = True,
         downsample: nn.Module | None = None,
     ) -> None:
@@ -266,6 +268,7 @@ class ResNet(nn.Module):
         num_classes: int = NUM_CLASSES,
         stem: str = "cifar",
         width: int = DEFAULT_WIDTH,
+        *,
         zero_init_residual: bool = False,
         shortcut: bool | str = True,
         in_channels: int = 3,
@@ -528,14 +531,14 @@ def whitening_init(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> 
     conv.weight[: 2 * n] = torch.cat([filters, -filters])
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+def count_parameters(module: nn.Module, *, trainable_only: bool = True) -> int:
     """Number of single numbers in ``module``'s parameters (11,173,962 for ``resnet18()``); with
     ``trainable_only``, only those with ``requires_grad`` (what the optimizer updates). Notebook 04.
     """
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-def parameters_per_stage(model: ResNet, trainable_only: bool = True) -> dict[str, int]:
+def parameters_per_stage(model: ResNet, *, trainable_only: bool = True) -> dict[str, int]:
     """Where a ResNet's parameters live: the stem, each stage and the head.
 
     Shows that the deep, wide stages hold almost all of them (layer4 alone about 75% of
@@ -557,7 +560,7 @@ def parameters_per_stage(model: ResNet, trainable_only: bool = True) -> dict[str
         "fc": [model.fc],
     }
     return {
-        name: sum(count_parameters(m, trainable_only) for m in modules)
+        name: sum(count_parameters(m, trainable_only=trainable_only) for m in modules)
         for name, modules in stages.items()
     }
 
@@ -603,7 +606,8 @@ def model_architecture(model: nn.Module) -> dict[str, Any]:
     for another module: its class name and parameter count.
     """
     if not isinstance(model, ResNet):
-        return {"name": type(model).__name__, "parameters": count_parameters(model, False)}
+        total = count_parameters(model, trainable_only=False)
+        return {"name": type(model).__name__, "parameters": total}
     block = type(model.layer1[0])
     layers = tuple(len(stage) for stage in model.stages().values())
     plain = model.shortcut_type == "none"
@@ -661,7 +665,7 @@ def _has_narrow_strided_1x1(model: nn.Module) -> bool:
 
 
 def memory_format_for(
-    model: nn.Module, device: torch.device | str, channels_last: bool = True
+    model: nn.Module, device: torch.device | str, *, channels_last: bool = True
 ) -> torch.memory_format:
     """The memory layout to run ``model`` in on ``device``: NHWC when asked for and safe.
 
@@ -696,13 +700,13 @@ def memory_format_for(
 
 
 def to_device(
-    model: nn.Module, device: torch.device | str, channels_last: bool = True
+    model: nn.Module, device: torch.device | str, *, channels_last: bool = True
 ) -> torch.memory_format:
     """Move ``model`` to ``device`` in the layout :func:`memory_format_for` picks, and return it.
 
     The training and evaluation loops call this first and give every batch the returned layout, so
     the model and its inputs always agree. Moving a model that is already in place costs nothing.
     """
-    memory_format = memory_format_for(model, device, channels_last)
+    memory_format = memory_format_for(model, device, channels_last=channels_last)
     model.to(device, memory_format=memory_format)
     return memory_format

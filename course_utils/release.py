@@ -42,7 +42,7 @@ class ReleaseError(ValueError):
     """A solution notebook's markers are unbalanced or malformed."""
 
 
-def strip_solutions(source: str, where: str, markdown: bool = False) -> tuple[str, list[str]]:
+def strip_solutions(source: str, where: str, *, markdown: bool = False) -> tuple[str, list[str]]:
     """Replace each solution region in one cell's source by a placeholder.
 
     Args:
@@ -146,7 +146,7 @@ def _render(notebook: nbformat.NotebookNode) -> str:
     return nbformat.writes(notebook) + "\n"
 
 
-def release(root: Path = PROJECT_ROOT, check: bool = False) -> list[Path]:
+def release(root: Path = PROJECT_ROOT, *, check: bool = False) -> list[Path]:
     """Write (or with ``check``, compare) the student notebook of every solution notebook.
 
     Returns:

@@ -46,7 +46,6 @@ from course_utils.data import (
 )
 from course_utils.distributed import (
     from_main_process,
-    gather_predictions,
     is_main_process,
     rank,
     world_size,
@@ -59,7 +58,7 @@ from course_utils.evaluation import (
     per_class_accuracy,
     predict,
 )
-from course_utils.machine import fit_to_budget
+from course_utils.machine import fit_to_budget, machine_name
 from course_utils.models import count_parameters, describe_architecture, model_architecture
 from course_utils.plotting import mistakes_gallery, plot_confusion, plot_history
 from course_utils.training import FitResult, build_model, choose_threads, cpu_threads, fit
@@ -129,9 +128,8 @@ def setup_run(
         # The shapes never change, so let cuDNN time its kernels once and keep the fastest.
         torch.backends.cudnn.benchmark = True
     if splits is None:
-        splits = cifar10_splits(
-            data_dir, cfg.val_size, cfg.seed, cfg.smoke, download, train_size=cfg.train_size
-        )
+        splits = cifar10_splits(data_dir, cfg.val_size, cfg.seed, smoke=cfg.smoke,
+                                download=download, train_size=cfg.train_size)  # fmt: skip
     if resume is not None:  # the statistics the resumed run normalized with
         saved = load_checkpoint(resume)
         mean, std = saved["mean"], saved["std"]
@@ -165,7 +163,7 @@ def train_and_report(
     cfg.per_process_batch_size(world_size())  # torchrun: the batch must split, checked before work
     out_dir = out_dir or runs_dir() / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = from_main_process(out_dir)  # torchrun: every process uses rank 0's folder
-    device_name = _device_name(device)
+    device_name = machine_name(device)
     print(f"Device: {device} ({device_name}). Run folder: {out_dir}")
     run = setup_run(cfg, device, data_dir=data_dir, resume=resume)
     cfg = choose_threads(cfg, run.model, device)  # before the budget measures the speed
@@ -184,7 +182,6 @@ def train_and_report(
         load_checkpoint(result.best_checkpoint, run.model, map_location=device)
         pred = predict(run.model, run.test_loader, device, channels_last=cfg.channels_last,
                        amp=cfg.amp, tta=cfg.tta, tta_shift=cfg.tta_shift)  # fmt: skip
-        pred = gather_predictions(pred)  # torchrun: every process's slice of the test set
     if not is_main_process():  # torchrun: rank 0 alone writes the report
         return None
     test = run.splits.test
@@ -200,14 +197,6 @@ def train_and_report(
     (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(_summary(metrics, cfg, Path(out_dir)))
     return metrics
-
-
-def _device_name(device: torch.device) -> str:
-    """The GPU's name, or how many CPU threads PyTorch uses."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"{threads} CPU thread{'s' if threads != 1 else ''}"
 
 
 def _about(run: RunSetup, device: torch.device, device_name: str) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from course_utils.checkpoints import (
 from course_utils.config import (  # PRESETS, ConfigError, smoke_config: importable from here too
     MONITOR_MODES,
     PRESETS,  # noqa: F401
+    SMALL_CROP_COST,
     ConfigError,  # noqa: F401
     TrainConfig,
     autocast_dtype,
@@ -62,7 +63,6 @@ from course_utils.distributed import (
     barrier,
     broadcast_buffers,
     from_main_process,
-    gather_predictions,
     is_main_process,
     sum_over_ranks,
     world_size,
@@ -86,6 +86,7 @@ HISTORY_COLUMNS = (
     "val_loss",
     "val_acc",
     "lr",
+    "small_crops",
     "epoch_seconds",
     "images_per_second",
 )
@@ -322,7 +323,7 @@ def _per_batch_scheduler(
 
 
 def learning_rates(
-    cfg: TrainConfig, steps_per_epoch: int, step_every_batch: bool | None = None
+    cfg: TrainConfig, steps_per_epoch: int, *, step_every_batch: bool | None = None
 ) -> np.ndarray:
     """The learning rate of every batch of a run with ``cfg``'s schedule, ``(total_steps,)``.
 
@@ -462,7 +463,7 @@ def placement_for(
     ``models.memory_format_for`` picks (NHWC when ``channels_last`` and safe), with mixed
     precision if ``amp``. ``fit`` calls it once per run. Explained in notebook 05."""
     device = torch.device(device)
-    memory_format = to_device(model, device, channels_last)
+    memory_format = to_device(model, device, channels_last=channels_last)
     scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
     return Placement(device, memory_format, amp, autocast_dtype(device), scaler)
 
@@ -570,8 +571,8 @@ def evaluate(
     model in evaluation mode: validation during training and the final test go through the same
     code, so they cannot drift apart. The loss is plain cross-entropy (no label smoothing), so
     runs with different training losses stay comparable. Under torchrun, ``loader`` holds this
-    process's slice of the split and the slices are gathered first, so every process gets the same
-    numbers. ``device`` may be the :class:`Placement` ``fit`` decided: its layout and precision
+    process's slice of the split and ``predict`` gathers the slices, so every process gets the
+    same numbers. ``device`` may be the :class:`Placement` ``fit`` decided: its layout and precision
     then replace ``channels_last`` and ``amp``.
 
     Explained in notebook 05.
@@ -580,7 +581,6 @@ def evaluate(
         device, channels_last, amp = device.device, device.channels_last, device.amp
     start = time.perf_counter()
     pred = predict(model, loader, device, channels_last=channels_last, amp=amp, tta=tta)
-    pred = gather_predictions(pred)  # the whole split; unchanged without torchrun
     return EpochStats(pred.loss, pred.accuracy, len(pred), time.perf_counter() - start)
 
 
@@ -860,12 +860,16 @@ def fit(
         while epoch < pacer.epochs and not run.stopper.should_stop:  # (resumed: may have stopped)
             epoch += 1
             set_loader_epoch(train_loader, cfg.seed, epoch)
+            small_crops = pacer.small_crops(epoch, run.history["small_crops"])
+            if cfg.small_crops:  # progressive resizing (the tensor loader)
+                train_loader.use_small_crops(small_crops)
             try:
                 row = _epoch(run, epoch, pacer.batches(train_loader, epoch), val_loader, cfg,
                              progress=progress)  # fmt: skip
             except NonFiniteLossError as exc:
                 kept = kept_message(out / "last.pt", out / "best.pt")
                 raise NonFiniteLossError(f"Epoch {epoch}: {exc} {kept}") from None
+            row["small_crops"] = small_crops
             pacer.validated(row["val_seconds"])
             cfg = _follow_plan(cfg, pacer, metadata)
             _save_epoch(out, run, row, metadata, improved=run.stopper.step(row[cfg.monitor]))
@@ -928,6 +932,9 @@ class Pacer:
     with it, so the learning rate still reaches its end; other schedules are cut where the time
     runs out. With a ``linear`` schedule (or none), a run that goes faster than planned also gets
     the steps that now fit. Without a deadline it only stops the last epoch at ``total`` steps.
+
+    With progressive resizing (``cfg.small_crops``) it also says which epochs train on small crops
+    (:meth:`small_crops`), and counts their steps at ``SMALL_CROP_COST`` of a whole-image step.
     """
 
     def __init__(
@@ -940,11 +947,20 @@ class Pacer:
         only_lines = bool(self.shapes) and len(self.shapes) == len(lambdas)
         self.can_grow = scheduler is None or only_lines
         self.val_seconds: float | None = None  # one validation pass, measured after the first
+        self.small_fraction, self.in_small_crops = cfg.small_crops, False
 
     @property
     def epochs(self) -> int:
         """Epochs begun by the plan: the last may be partial."""
         return math.ceil(self.total / self.per_epoch)
+
+    def small_crops(self, epoch: int, earlier: Sequence[bool]) -> bool:
+        """Whether 1-based ``epoch`` trains on small crops: it starts within the first
+        ``cfg.small_crops`` of the planned steps, and no epoch before it trained on whole images
+        (``earlier``: the history's ``small_crops`` column, so a plan that grows never goes back)."""
+        start = (epoch - 1) * self.per_epoch
+        self.in_small_crops = all(earlier) and start < self.small_fraction * self.total
+        return self.in_small_crops
 
     def validated(self, seconds: float) -> None:
         """Record how long the last validation pass took."""
@@ -966,16 +982,29 @@ class Pacer:
         val = self.val_seconds
         if val is None:
             val = self.per_epoch * seconds_per_step / 30
+        whole = seconds_per_step / (SMALL_CROP_COST if self.in_small_crops else 1)
         fits = self.total
         for _ in range(2):  # the number of validation passes depends on the steps, and back
             validations = math.ceil(fits / self.per_epoch) - epoch + 1  # this epoch's, and later
             left = self.deadline - time.perf_counter() - validations * val
-            fits = done + max(0, math.floor(left / seconds_per_step))
+            fits = done + self._steps_in(left, done, fits, whole)
         fits = from_main_process(fits)  # torchrun: every process takes the same number of steps
         if fits < self.total or (fits > self.total and self.can_grow):
             self.total = fits
             for shape in self.shapes:
                 shape.total = fits
+
+    def _steps_in(self, seconds: float, done: int, total: int, whole: float) -> int:
+        """Steps after the ``done`` that fit in ``seconds``, at ``whole`` seconds a whole-image step;
+        while this epoch trains on small crops, the plan's (of ``total`` steps) small-crop epochs
+        still to come are cheaper."""
+        if not self.in_small_crops:
+            return max(0, math.floor(seconds / whole))
+        small_epochs = math.ceil(self.small_fraction * total / self.per_epoch)
+        small, cheap = max(0, small_epochs * self.per_epoch - done), whole * SMALL_CROP_COST
+        if seconds <= small * cheap:
+            return max(0, math.floor(seconds / cheap))
+        return small + math.floor((seconds - small * cheap) / whole)
 
 
 def _follow_plan(cfg: TrainConfig, pacer: Pacer, metadata: dict[str, Any]) -> TrainConfig:
@@ -1008,7 +1037,7 @@ def _start_run(
         nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         build_mixing(cfg, num_classes),
         build_ema(model, cfg.ema),
-        wrap_model(model, place.device, cfg.sync_bn),  # the model itself without torchrun
+        wrap_model(model, place.device, sync_bn=cfg.sync_bn),  # the model itself without torchrun
     )
 
 
@@ -1109,7 +1138,9 @@ def _resume(path: Path, run: _Run, cfg: TrainConfig) -> tuple[int, TrainConfig]:
     if run.ema is not None:
         run.ema.load_state_dict(state["ema"])
     run.stopper.load_state_dict(state["early_stopping"])
-    run.history = {column: list(values) for column, values in state["history"].items()}
+    saved = state["history"]
+    epochs = len(saved["epoch"])  # an older run's history lacks the newer columns: their defaults
+    run.history = {c: list(saved.get(c, [False] * epochs)) for c in HISTORY_COLUMNS}
     set_rng_states(state["rng"])
     return int(state["epoch"]), dataclasses.replace(cfg, threads=state["config"]["threads"])
 

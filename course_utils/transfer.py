@@ -48,7 +48,7 @@ HEAD = "fc"
 SCRATCH, IMAGENET = "scratch", "imagenet"
 
 
-def imagenet_state_dict(depth: int = 18, progress: bool = True) -> dict[str, torch.Tensor]:
+def imagenet_state_dict(depth: int = 18, *, progress: bool = True) -> dict[str, torch.Tensor]:
     """torchvision's ImageNet weights (``ResNet{depth}_Weights.IMAGENET1K_V1``) for a ResNet.
 
     Downloaded once by torch hub into its cache (about 45 MB for ResNet-18) and hash-checked; later

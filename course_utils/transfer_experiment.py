@@ -74,11 +74,11 @@ FULL = TransferSizes(pretrain_epochs=4, labels_per_class=(100, 250, 500), steps=
 SMOKE = TransferSizes(pretrain_epochs=2, labels_per_class=(20, 50), steps=10)
 
 
-def sizes_for(smoke: bool) -> TransferSizes:
+def sizes_for(*, smoke: bool) -> TransferSizes:
     return SMOKE if smoke else FULL
 
 
-def pretrain_config(seed: int, smoke: bool = False) -> TrainConfig:
+def pretrain_config(seed: int, *, smoke: bool = False) -> TrainConfig:
     """The animal pretraining: the ``cpu`` preset's network, one-cycle, label smoothing 0.1."""
     cfg = TrainConfig(width=16, epochs=FULL.pretrain_epochs, batch_size=128, lr=0.2,
                       label_smoothing=0.1, patience=None, num_workers=0, seed=seed)  # fmt: skip
@@ -124,7 +124,7 @@ class Pretrained(NamedTuple):
 
 
 def pretrain(animals: Splits, cfg: TrainConfig, device: torch.device, out_dir: Path,
-             progress: bool = False) -> Pretrained:  # fmt: skip
+             *, progress: bool = False) -> Pretrained:  # fmt: skip
     """Train ``cfg`` on the animals into ``out_dir``; keep the best epoch on their validation."""
     start = time.perf_counter()
     run = setup_run(cfg, device, splits=animals)  # seed, the animals' own statistics, loaders
@@ -197,16 +197,17 @@ def transfer_table(
     splits: Splits,
     seeds: Sequence[int],
     device: torch.device,
+    *,
     smoke: bool = False,
     work_dir: Path | None = None,
 ) -> pd.DataFrame:
     """The whole experiment: for each seed, one pretraining and all its transfer runs."""
-    task, sizes = split_tasks(splits), sizes_for(smoke)
+    task, sizes = split_tasks(splits), sizes_for(smoke=smoke)
     tables = []
     for seed in seeds:
         out = Path(work_dir or tempfile.mkdtemp(prefix="transfer-")) / f"animals-seed{seed}"
         print(f"[transfer] seed {seed}: pretraining on the animals", flush=True)
-        pretrained = pretrain(task.animals, pretrain_config(seed, smoke), device, out)
+        pretrained = pretrain(task.animals, pretrain_config(seed, smoke=smoke), device, out)
         tables.append(transfer_runs(task, pretrained, seed, sizes, device))
     return pd.concat(tables, ignore_index=True)
 

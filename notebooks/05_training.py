@@ -79,9 +79,9 @@ from course_utils.data import (
     build_loaders,
     cifar10_splits,
     compute_mean_std,
+    eval_transform,
     make_loader,
     stratified_subset,
-    eval_transform,
 )
 from course_utils.exercises import STOPPING_RUNS, check_should_stop, check_train_one_epoch
 from course_utils.machine import measure_throughput, plan_steps
@@ -101,6 +101,7 @@ from course_utils.training import (
     evaluate,
     fit,
     learning_rates,
+    model_from_checkpoint,
     smoke_config,
     train_one_epoch,
 )
@@ -278,7 +279,7 @@ def lr_curve(cfg: TrainConfig, step_every_batch: bool | None = None) -> np.ndarr
     `build_scheduler` says (per batch or per epoch), unless `step_every_batch` overrides that,
     to reproduce the classic bug.
     """
-    return learning_rates(cfg, STEPS_PER_EPOCH, step_every_batch)
+    return learning_rates(cfg, STEPS_PER_EPOCH, step_every_batch=step_every_batch)
 
 
 fake_run = TrainConfig(epochs=30, lr=0.1)
@@ -825,12 +826,12 @@ assert "optimizer" in last and "optimizer" not in best
 assert result.last_checkpoint.stat().st_size > result.best_checkpoint.stat().st_size
 
 # %% [markdown]
-# The file really holds that epoch's weights: rebuilt from its own configuration and evaluated on
-# the validation set, it scores what the history says.
+# The file really holds that epoch's weights: rebuilt from its own configuration
+# (`model_from_checkpoint` builds the network the file describes, then loads its weights) and
+# evaluated on the validation set, it scores what the history says.
 
 # %%
-rebuilt = build_model(TrainConfig.from_dict(best["config"]))
-load_checkpoint(result.best_checkpoint, rebuilt)
+rebuilt, _ = model_from_checkpoint(result.best_checkpoint)
 rechecked = evaluate(rebuilt, val_loader, device, channels_last=cfg.channels_last, amp=cfg.amp,
                      tta=cfg.tta)
 recorded = history.loc[history["epoch"] == best["epoch"], "val_acc"].item()
@@ -966,7 +967,8 @@ for label, wrong_cfg in {"twice as wide": replace(cfg, width=2 * cfg.width),
 
 # %% [markdown]
 # The fix is the one used in section 10: build the network the checkpoint describes,
-# `build_model(TrainConfig.from_dict(state["config"]))`, then load. Notebook 06 starts that way.
+# `build_model(TrainConfig.from_dict(state["config"]))`, then load; `model_from_checkpoint(path)`
+# does both. Notebook 06 takes the two steps apart.
 #
 # The demonstrations' files were written to a temporary folder; the real run is in `run_dir`:
 

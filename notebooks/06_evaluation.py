@@ -66,7 +66,15 @@ from sklearn import metrics
 from sklearn.neighbors import NearestNeighbors
 
 from course_utils.checkpoints import load_checkpoint
-from course_utils.config import SMOKE, get_device, is_smoke, runs_dir
+from course_utils.config import (
+    PRESETS,
+    SMOKE,
+    TrainConfig,
+    get_device,
+    is_smoke,
+    runs_dir,
+    smoke_config,
+)
 from course_utils.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -83,15 +91,15 @@ from course_utils.evaluation import (
     tsne_embedding,
 )
 from course_utils.exercises import check_confusion_matrix, check_precision_recall_f1
-from course_utils.plotting import mistakes_gallery, plot_confusion, tsne_scatter
 from course_utils.models import (
     count_parameters,
     describe_architecture,
     model_architecture,
     to_device,
 )
+from course_utils.plotting import mistakes_gallery, plot_confusion, tsne_scatter
 from course_utils.run import setup_run
-from course_utils.training import PRESETS, TrainConfig, build_model, fit, smoke_config
+from course_utils.training import build_model, fit, model_from_checkpoint
 
 device = get_device()
 print(f"Device: {device}; smoke mode: {is_smoke()}")
@@ -180,10 +188,20 @@ pd.Series({
 # %%
 model = build_model(cfg, num_classes=len(classes))
 load_checkpoint(checkpoint_path, model)  # checks the architecture, then loads the weights
-to_device(model, device, cfg.channels_last)  # the layout predict() will use, decided in one place
+to_device(model, device, channels_last=cfg.channels_last)  # the layout predict() will use
 n_parameters = count_parameters(model)
 print(f"rebuilt {describe_architecture(model_architecture(model))}: {n_parameters:,} parameters")
 assert model_architecture(model) == checkpoint["architecture"]  # the network the file came from
+
+# %% [markdown]
+# `course_utils` does these steps in one call, `model_from_checkpoint(path)`: it reads the file,
+# builds the network of its configuration, checks the architecture and loads the weights. Notebooks
+# 05 and 09 use it; it gives the same network:
+
+# %%
+same, _ = model_from_checkpoint(checkpoint_path)
+pairs = zip(same.state_dict().values(), model.state_dict().values(), strict=True)
+assert all(torch.equal(a, b.cpu()) for a, b in pairs)
 
 # %% [markdown]
 # The test images are normalized with the statistics stored in the checkpoint, which come from the

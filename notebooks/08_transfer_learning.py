@@ -125,7 +125,7 @@ print(f"Device: {device}; smoke mode: {is_smoke()}")
 
 # %%
 SMOKE_MODE = is_smoke()
-SIZES = sizes_for(SMOKE_MODE)  # pretraining epochs, labelled images per class, transfer steps
+SIZES = sizes_for(smoke=SMOKE_MODE)  # pretraining epochs, labelled images per class, transfer steps
 SEED = 0  # the committed table's first seed
 IMAGE_SIZES = (32, 128) if SMOKE_MODE else (32, 64, 128, IMAGENET_SIZE)  # the ImageNet part
 IMAGENET_PER_CLASS = 10 if SMOKE_MODE else 100  # training images per class, ImageNet part

@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from IPython.display import display
 
 from course_utils.checkpoints import pretrained_file
-from course_utils.config import get_device, is_smoke
+from course_utils.config import PRESETS, TrainConfig, get_device, is_smoke, smoke_config
 from course_utils.data import build_loaders, cifar10_splits, eval_transform
 from course_utils.diagnostics import (
     ECE_BINS,
@@ -92,7 +92,7 @@ from course_utils.experiments import RECIPE_2026_12, read_table
 from course_utils.models import to_device
 from course_utils.plotting import heatmap_gallery, plot_range_test, reliability_diagram
 from course_utils.run import setup_run
-from course_utils.training import PRESETS, TrainConfig, model_from_checkpoint, smoke_config
+from course_utils.training import model_from_checkpoint
 
 device = get_device()
 SMOKE = is_smoke()  # COURSE_SMOKE=1: a small real subset and few steps (CI), same code path
@@ -274,7 +274,7 @@ assert (ends > 0.01).all()  # both ends lose more than a point (measured: about 
 checkpoint_path = pretrained_file("cpu")  # the shipped checkpoint, its sha256 checked
 model, checkpoint = model_from_checkpoint(checkpoint_path)  # network, weights, architecture check
 model_cfg = TrainConfig.from_dict(checkpoint["config"])
-to_device(model, device, model_cfg.channels_last)
+to_device(model, device, channels_last=model_cfg.channels_last)
 mean, std = checkpoint["mean"], checkpoint["std"]  # the training images' statistics
 model_splits = cifar10_splits(val_size=model_cfg.val_size, seed=model_cfg.seed, download=True)
 _, val_loader, test_loader = build_loaders(model_splits, model_cfg, mean, std, device)

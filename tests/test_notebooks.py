@@ -79,7 +79,7 @@ def _solution_regions(path: Path) -> list[tuple[int, list[str]]]:
     notebook = nbformat.read(path, as_version=4)
     regions = []
     for index, cell in enumerate(notebook.cells):
-        _, removed = R.strip_solutions(cell.source, f"{path.name}, cell {index}", cell.cell_type == "markdown")
+        _, removed = R.strip_solutions(cell.source, f"{path.name}, cell {index}", markdown=cell.cell_type == "markdown")
         if cell.source.count(R.BEGIN):
             regions.append((index, removed))
     return regions

@@ -175,7 +175,7 @@ def test_shifted_views_move_the_image_with_mirrored_edges():
         np.testing.assert_array_equal(views[2 * i].numpy(), view)
         np.testing.assert_array_equal(views[2 * i + 1].numpy(), view[..., ::-1])
     np.testing.assert_array_equal(views[2][..., 1:, 1:], images[..., :-1, :-1])  # moved 1 pixel
-    assert len(tta_views(images)) == 2 and views_per_image(True, 1) == 6
+    assert len(tta_views(images)) == 2 and views_per_image(tta=True, tta_shift=1) == 6
 
 
 def test_six_view_tta_is_the_mean_of_the_six_views_softmax():
@@ -346,6 +346,70 @@ def test_pacer_shortens_the_plan_and_the_linear_schedule_when_the_machine_slows_
     assert scheduler.lr_lambdas[0].total == 70  # the line now ends at the new last step
     assert list(Pacer(cfg, 40, None, None).batches(range(40), 3)) == list(range(20))  # no clock
 
+
+
+def test_pacer_plans_the_small_crop_epochs_of_progressive_resizing_at_their_cost(monkeypatch):
+    from course_utils import training
+    from course_utils.config import SMALL_CROP_COST
+
+    now = [0.0]
+    monkeypatch.setattr(training, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    cfg = TrainConfig(schedule="linear", epochs=4, steps=160, small_crops=0.5, lr=1.0)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = build_scheduler(optimizer, cfg, 40).scheduler
+    # The plan's cost: 80 small-crop steps and 80 whole-image ones, at 1 s a whole-image step.
+    deadline = 80 * SMALL_CROP_COST + 80
+    pacer = Pacer(cfg, 40, deadline=deadline, scheduler=scheduler)
+    pacer.validated(0.0)
+    # Epochs 1 and 2 start within the first half of the 160 steps; a plan that grows later does
+    # not go back to small crops once an epoch trained on whole images.
+    assert [pacer.small_crops(e, [True] * (e - 1)) for e in (1, 2, 3)] == [True, True, False]
+    assert not pacer.small_crops(3, [True, False])
+    # By brute force: the most steps after `done` whose cost fits in `seconds`.
+    assert pacer.small_crops(1, [])
+    for done, seconds in [(0, 10.0), (20, 50.0), (70, 30.0), (0, 500.0)]:
+        costs = [SMALL_CROP_COST if step < 80 else 1.0 for step in range(done, done + 1000)]
+        expected = sum(1 for total in np.cumsum(costs) if total <= seconds + 1e-9)
+        assert pacer._steps_in(seconds, done, 160, whole=1.0) == expected
+
+    def epoch(number: int, seconds_per_batch: float) -> list[int]:
+        served = []
+        pacer.small_crops(number, [True] * (number - 1))
+        for batch in pacer.batches(range(40), number):
+            served.append(batch)
+            now[0] += seconds_per_batch
+        return served
+
+    # Small-crop steps at their planned cost keep the plan: the pacer does not mistake their
+    # speed for the whole-image pace and grow the run.
+    assert epoch(1, SMALL_CROP_COST) == list(range(40)) and pacer.total == 160
+    assert epoch(2, SMALL_CROP_COST) == list(range(40)) and pacer.total == 160
+    assert epoch(3, 1.0) == list(range(40)) and pacer.total == 160
+
+
+def test_small_crops_are_windows_of_the_unpadded_image_and_switch_back():
+    from course_utils.config import SMALL_CROP
+    from course_utils.data import CIFAR10Arrays
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(1, 256, (6, 32, 32, 3), dtype=np.uint8)
+    data = CIFAR10Arrays(images, np.arange(6) % 10, tuple(str(i) for i in range(10)), "fake")
+    loader = TensorLoader(data, 6, augment=True, stats=((0, 0, 0), (1 / 255, 1 / 255, 1 / 255)))
+    loader.use_small_crops(True)
+    (x, _), = list(loader)
+    assert x.shape == (6, 3, SMALL_CROP, SMALL_CROP) and x.min() >= 1  # no padding shows
+    side = 32 - SMALL_CROP + 1
+    for crop, source in zip(x.round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), images):
+        windows = [source[i:i + SMALL_CROP, j:j + SMALL_CROP] for i in range(side)
+                   for j in range(side)]  # fmt: skip
+        assert any(np.array_equal(crop, w) or np.array_equal(crop, w[:, ::-1]) for w in windows)
+    loader.use_small_crops(False)
+    assert next(iter(loader))[0].shape == (6, 3, 32, 32)
+    with pytest.raises(ValueError, match="does not augment"):
+        TensorLoader(data, 6).use_small_crops(True)
+    with pytest.raises(ValueError, match="small_crops need the tensor loader"):
+        build_loaders(Splits(data, data, data), TrainConfig(small_crops=0.5, loader="torch"),
+                      (0, 0, 0), (1, 1, 1), "cpu")  # fmt: skip
 
 def test_lookahead_copies_the_average_back():
     model = nn.Linear(3, 2)

@@ -619,9 +619,13 @@ def tiny_loaders(data, cfg: TrainConfig, kind: str):
     )
 
 
-@pytest.mark.parametrize("kind", ["torch", "tensor"])
-def test_resume_gives_the_same_weights_and_history(tiny_data, tmp_path: Path, kind: str):
-    cfg = tiny_config()
+@pytest.mark.parametrize(
+    ("kind", "changes"), [("torch", {}), ("tensor", {}), ("tensor", {"small_crops": 0.5})]
+)
+def test_resume_gives_the_same_weights_and_history(
+    tiny_data, tmp_path: Path, kind: str, changes: dict
+):
+    cfg = tiny_config(**changes)  # small_crops: progressive resizing, half the steps
 
     set_seed(0)
     whole_model = resnet18(width=4)
@@ -660,6 +664,8 @@ def test_resume_gives_the_same_weights_and_history(tiny_data, tmp_path: Path, ki
     )
 
     assert resumed.epochs_run == whole.epochs_run == 4
+    small = [bool(cfg.small_crops)] * 2 + [False] * 2  # the first two of 4 epochs of 4 steps
+    assert list(whole.history["small_crops"]) == list(resumed.history["small_crops"]) == small
     for key, value in whole_model.state_dict().items():
         assert torch.equal(value, resumed_model.state_dict()[key]), key
     columns = [c for c in HISTORY_COLUMNS if c not in TIMING_COLUMNS]

@@ -50,6 +50,7 @@ from course_utils.training import (
     build_model,
     build_optimizer,
     build_scheduler,
+    model_from_checkpoint,
     smoke_config,
     train_one_epoch,
 )
@@ -453,11 +454,9 @@ def test_the_shipped_cpu_checkpoint_scores_what_its_metrics_say(cifar_root: Path
     """The course ships it (README, notebooks 06 and 08): a missing one is a failure. Its run
     tested it on another machine's kernels, so the predictions may differ on near ties."""
     assert "cpu" in C.SHIPPED_CHECKPOINTS, "the shipped 'cpu' checkpoint is not registered"
-    state = C.load_pretrained("cpu")
+    model, state = model_from_checkpoint(C.pretrained_file("cpu"))  # its sha256 checked
     cfg = TrainConfig.from_dict(state["config"])
     assert not cfg.amp, "this test compares float32 scores"
-    model = build_model(replace(cfg, init="scratch", freeze_backbone=False), len(state["classes"]))
-    model.load_state_dict(state["model"])
     splits = cifar10_splits(cifar_root, val_size=cfg.val_size, seed=cfg.seed, smoke=False)
     *_, test_loader = build_loaders(splits, cfg, state["mean"], state["std"], torch.device("cpu"))
     pred = predict(model, test_loader, "cpu", channels_last=cfg.channels_last, amp=cfg.amp,
