@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from course_utils.checkpoints import CheckpointError, load_checkpoint, ship_checkpoint
+from course_utils.checkpoints import CheckpointError, ship_checkpoint
 from course_utils.config import PRESETS, ConfigError, TrainConfig, flag_name, get_device
 from course_utils.data import DataFormatError, DataNotFoundError
 from course_utils.distributed import (
@@ -51,7 +51,7 @@ from course_utils.experiments import (
     summarize,
 )
 from course_utils.machine import BudgetError
-from course_utils.run import config_from_preset, train_and_report
+from course_utils.run import config_from_preset, resumed_config, train_and_report
 from course_utils.training import NonFiniteLossError
 from course_utils.transfer_experiment import summarize_transfer
 
@@ -244,15 +244,14 @@ def resolve_config(args: argparse.Namespace, device: torch.device) -> tuple[Trai
 
 def _resumed_config(args: argparse.Namespace) -> tuple[TrainConfig, str, Path]:
     """For ``--resume``: the saved configuration, a label, and the ``last.pt`` path."""
-    resume = args.resume / "last.pt" if args.resume.is_dir() else args.resume
     overrides = _overrides(args)
     if overrides or args.preset or args.smoke:
         raise SystemExit(
-            f"A resumed run keeps the configuration saved in {resume}; drop "
+            f"A resumed run keeps the configuration saved in {args.resume}; drop "
             f"{sorted(overrides) or '--preset/--smoke'}, or start a new run to change them."
         )
-    saved = load_checkpoint(resume)
-    return TrainConfig.from_dict(saved["config"]), f"resumed {resume}", resume
+    cfg, last = resumed_config(args.resume)
+    return cfg, f"resumed {last}", last
 
 
 def train_command(args: argparse.Namespace, device: torch.device) -> int:

@@ -265,9 +265,11 @@ def fit_to_budget(
     when less than ``MIN_EPOCHS`` of an epoch fits.
     """
     train_loader, val_loader, test_loader = loaders
-    speed = measure_throughput(model, train_loader, val_loader, cfg, device, clock)
-    if cfg.small_crops:  # progressive resizing: that share of the steps costs less
-        speed = speed._replace(train=speed.train * (1 - cfg.small_crops * (1 - SMALL_CROP_COST)))
+    measured = measure_throughput(model, train_loader, val_loader, cfg, device, clock)
+    images_per_second = cfg.batch_size / measured.train  # whole images
+    # progressive resizing: the plan counts its share of small-crop steps at their smaller cost
+    step = measured.train * (1 - cfg.small_crops * (1 - SMALL_CROP_COST))
+    speed = measured._replace(train=step)
     per_epoch = len(train_loader)
     # validation batches were timed; the test may average over more views of each image
     views = views_per_image(tta=cfg.tta, tta_shift=cfg.tta_shift)
@@ -276,7 +278,6 @@ def fit_to_budget(
     steps = plan_steps(
         cfg.minutes * 60, clock() - started, speed, per_epoch, len(val_loader), test_batches
     )
-    images_per_second = cfg.batch_size / speed.train
     if steps < per_epoch * MIN_EPOCHS:
         raise BudgetError(
             f"Not even {MIN_EPOCHS:.0%} of an epoch fits in {cfg.minutes:g} minutes here "
@@ -288,7 +289,9 @@ def fit_to_budget(
         f"Time budget {cfg.minutes:g} min: measured {images_per_second:.0f} training images/s "
         f"here, so {steps} steps of {cfg.batch_size} images fit, {epochs:.2f} epochs (the "
         f"schedule is built for {steps} steps)."
-    )
+        + (f" The epochs in the first {cfg.small_crops:.0%} of them train on small crops, planned "
+           f"at {SMALL_CROP_COST:.0%} of a step's time." if cfg.small_crops else "")
+    )  # fmt: skip
     budget = cfg.minutes * 60
     end = test_batches * speed.eval + REPORT_SECONDS  # the test and the report, after training
     deadline = started + budget * (1 - DEADLINE_MARGIN) - end

@@ -97,6 +97,13 @@ def config_from_preset(
     return dataclasses.replace(cfg, **changes), preset
 
 
+def resumed_config(resume: Path) -> tuple[TrainConfig, Path]:
+    """The configuration a run saved, and its ``last.pt`` (``resume``: that file or its folder):
+    a resumed run continues with exactly the configuration it started with."""
+    last = resume / "last.pt" if resume.is_dir() else resume
+    return TrainConfig.from_dict(load_checkpoint(last)["config"]), last
+
+
 @dataclass
 class RunSetup:
     """Everything a run needs before it trains: the data, its statistics, the loaders, the model."""

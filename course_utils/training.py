@@ -845,6 +845,11 @@ def fit(
     :class:`NonFiniteLossError`; ``last.pt`` and ``best.pt`` keep the last good state. Notebook 05.
     """
     opts, out = FitOptions(**options), Path(out_dir)
+    if cfg.small_crops and not hasattr(train_loader, "use_small_crops"):
+        raise ValueError(
+            "small_crops (progressive resizing) needs a data.TensorLoader for training (as "
+            "data.build_loaders makes it); with another loader, set small_crops=0"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if cfg.whiten_stem and opts.resume is None:
         _whiten_stem(model, train_loader)

@@ -271,6 +271,12 @@ def test_fit_to_budget_chooses_the_steps_with_a_fake_clock(capsys):
                                       FakeClock(step=TIMED_BATCHES * 0.3))  # fmt: skip
     assert planned.steps == plan_steps(600, spent, speed, 10, 10, 30)
     assert deadline == pytest.approx(600 * (1 - DEADLINE_MARGIN) - 30 * 0.3 - REPORT_SECONDS)
+    # Progressive resizing: half the steps on 24x24 crops, planned at their share of the pixels.
+    half = replace(cfg, small_crops=0.5)
+    planned, _ = fit_to_budget(half, resnet18(width=8), loaders, torch.device("cpu"), 0.0,
+                               FakeClock(step=TIMED_BATCHES * 0.3))  # fmt: skip
+    cheaper = Throughput(0.3 * (0.5 * (24 / 32) ** 2 + 0.5), 0.3)
+    assert planned.steps == plan_steps(600, spent, cheaper, 10, 10, 10) > by_hand * 10
     with pytest.raises(BudgetError, match="Not even 50% of an epoch fits in 0.1 minutes"):
         fit_to_budget(
             TrainConfig(width=8, minutes=0.1), resnet18(width=8), loaders, "cpu", 0.0,
@@ -387,7 +393,7 @@ def test_pacer_plans_the_small_crop_epochs_of_progressive_resizing_at_their_cost
     assert epoch(3, 1.0) == list(range(40)) and pacer.total == 160
 
 
-def test_small_crops_are_windows_of_the_unpadded_image_and_switch_back():
+def test_small_crops_are_windows_of_the_unpadded_image_and_switch_back(tmp_path: Path):
     from course_utils.config import SMALL_CROP
     from course_utils.data import CIFAR10Arrays
 
@@ -410,6 +416,11 @@ def test_small_crops_are_windows_of_the_unpadded_image_and_switch_back():
     with pytest.raises(ValueError, match="small_crops need the tensor loader"):
         build_loaders(Splits(data, data, data), TrainConfig(small_crops=0.5, loader="torch"),
                       (0, 0, 0), (1, 1, 1), "cpu")  # fmt: skip
+    batches = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.int64))]  # not a TensorLoader
+    with pytest.raises(ValueError, match="needs a data.TensorLoader"):
+        fit(resnet18(width=4), batches, batches, TrainConfig(small_crops=0.5, epochs=1), "cpu",
+            out_dir=tmp_path / "run", progress=False)  # fmt: skip
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 def test_lookahead_copies_the_average_back():
     model = nn.Linear(3, 2)
