@@ -353,7 +353,6 @@ def test_pacer_shortens_the_plan_and_the_linear_schedule_when_the_machine_slows_
     assert list(Pacer(cfg, 40, None, None).batches(range(40), 3)) == list(range(20))  # no clock
 
 
-
 def test_pacer_plans_the_small_crop_epochs_of_progressive_resizing_at_their_cost(monkeypatch):
     from course_utils import training
     from course_utils.config import SMALL_CROP_COST
@@ -421,6 +420,7 @@ def test_small_crops_are_windows_of_the_unpadded_image_and_switch_back(tmp_path:
         fit(resnet18(width=4), batches, batches, TrainConfig(small_crops=0.5, epochs=1), "cpu",
             out_dir=tmp_path / "run", progress=False)  # fmt: skip
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
 
 def test_lookahead_copies_the_average_back():
     model = nn.Linear(3, 2)
