@@ -581,8 +581,8 @@ plt.show()
 #   schedule the last epoch was the best one in every run measured, so validation only has to
 #   confirm it, and the other 4,000 images train (notebook 07, section 9). Last, **progressive
 #   resizing** (`small_crops=0.5`): the epochs in the first half of the steps train on random
-#   24x24 crops of the images, 56% of their pixels, so each of those steps costs about half and
-#   more epochs fit; the later epochs, and validation and test, see whole 32x32 images (the
+#   24x24 crops of the images, 56% of their pixels, so those steps cost less and more epochs
+#   fit (`benchmarks/README.md` has the measured speeds); the later epochs, and validation and test, see whole 32x32 images (the
 #   network's global average pooling takes any size). At about equal compute it gained a point
 #   (notebook 07, section 9);
 # - smoke mode shrinks the `cpu` preset to a couple of epochs on 1,000 images, to check that
