@@ -69,7 +69,8 @@ def run_course(args: argparse.Namespace) -> dict:
 
 def course_row(out: Path, wall: float | None, command: str) -> dict:
     """The columns a finished run folder of the course gives (``wall``: None to take the run's
-    own, which starts after the interpreter and imports)."""
+    own, which starts after the interpreter and imports), with the machine as the run described
+    it (its threads and kernel cap, not those of the process that records it)."""
     metrics = json.loads((out / "metrics.json").read_text())
     history = pd.read_csv(out / "history.csv")
     steps = metrics["config"]["steps"]
@@ -81,6 +82,7 @@ def course_row(out: Path, wall: float | None, command: str) -> dict:
         "epochs": round(steps / per_epoch, 2) if steps else len(history),
         "images_per_second": round(metrics["images_per_second"]),
         "wall_seconds": round(metrics["wall_seconds"] if wall is None else wall),
+        "machine": metrics["device_name"],
         "command": command,
     }
 

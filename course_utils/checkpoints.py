@@ -264,7 +264,7 @@ class Shipped(NamedTuple):
 SHIPPED_CHECKPOINTS: dict[str, Shipped] = {
     # The `cpu` preset, seed 0: its command and measured metrics lie beside it in checkpoints/cpu/.
     "cpu": Shipped(
-        "cpu/best.pt", "1486f5f7819de74cbc6f5ebb04cd6d9f168a570acc1d26b3c94a94cfebca0a79"
+        "cpu/best.pt", "d1a8330edfb47e68d7dd4f4576fcd070fa6834631ef6597a258df28d2ff224a3"
     ),
 }
 #: Where shipped checkpoints lie in a checkout of the course.

@@ -586,7 +586,7 @@ NOTEBOOK_07_TABLES = {
     "schedules": 2,
     "normalization": 2,
     "eval-mode": 2,
-    "ensembles": 2,
+    "ensembles": 3,
     "test-selection": 8,
     "cpu-recipe": 2,
     "tta-views": 2,
