@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from course_utils.experiments import RESULTS_DIR, provenance
+from course_utils.experiments import RESULTS_DIR, epochs_trained, provenance
 
 TABLE = RESULTS_DIR / "cpu-recipe.csv"
 #: screen: --minutes 5, one seed; epochs: a fixed number of epochs (no budget), one seed, so the
@@ -73,13 +73,11 @@ def course_row(out: Path, wall: float | None, command: str) -> dict:
     it (its threads and kernel cap, not those of the process that records it)."""
     metrics = json.loads((out / "metrics.json").read_text())
     history = pd.read_csv(out / "history.csv")
-    steps = metrics["config"]["steps"]
-    per_epoch = metrics["data"]["train"] // metrics["config"]["batch_size"]  # drop_last batches
     return {
         "recipe": "course",
         "test_accuracy": metrics["test_accuracy"],
         "test_accuracy_no_tta": None,
-        "epochs": round(steps / per_epoch, 2) if steps else len(history),
+        "epochs": epochs_trained(metrics, len(history)),
         "images_per_second": round(metrics["images_per_second"]),
         "wall_seconds": round(metrics["wall_seconds"] if wall is None else wall),
         "machine": metrics["device_name"],

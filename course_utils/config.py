@@ -344,6 +344,11 @@ class TrainConfig:
         "validation and test whole ones (tensor loader)",
         valid=(lambda v: 8 <= v <= 32, "pixels in [8, 32]"),
     )  # fmt: skip
+    image_size: int = setting(
+        32, "side the images are resized to (bilinear) before the network, in training and "
+        "testing: the seeds' Resize(227) (tensor loader; 32: as stored; notebook 07 measures it)",
+        valid=(lambda v: 32 <= v <= 512, "pixels in [32, 512]"),
+    )  # fmt: skip
     alternate_flip: bool = setting(
         False, "flip each image in every other epoch, not at random (tensor loader)"
     )
@@ -433,6 +438,10 @@ class TrainConfig:
     step_size: int = setting(10, "step: epochs between two decays", valid=AT_LEAST_1)
     gamma: float = setting(0.1, "multistep/step: factor applied at each decay", valid=OPEN_FRACTION)
     cycle_epochs: float = setting(4.0, "cyclic: epochs per up-and-down cycle", valid=POSITIVE)
+    schedule_every_batch: bool = setting(
+        False, "a common mistake, measured in notebook 07: step a schedule that counts epochs "
+        "(step, multistep, cosine) after every batch",
+    )  # fmt: skip
     # Early stopping and the best checkpoint (on the validation split, never the test set)
     monitor: str = setting(
         "val_acc", "metric for early stopping and best.pt", choices=tuple(MONITOR_MODES)
@@ -500,6 +509,11 @@ class TrainConfig:
             )  # fmt: skip
         if self.lookahead and not self.ema:
             raise ConfigError("lookahead", "lookahead copies the weight average back: set --ema")
+        if self.schedule_every_batch and self.schedule not in ("step", "multistep", "cosine"):
+            raise ConfigError(
+                "schedule_every_batch", f"schedule {self.schedule!r} already steps as it should; "
+                "schedule_every_batch is the mistake made with step, multistep or cosine",
+            )  # fmt: skip
         if self.tta_shift and not self.tta:
             raise ConfigError("tta_shift", "the shifted views are test-time augmentation: set --tta")
         if self.freeze_backbone and self.sync_bn:

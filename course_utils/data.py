@@ -747,6 +747,8 @@ class TensorLoader:
             :func:`compute_mean_std` returns them.
         seed: seeds the generator that drives shuffling and augmentation.
         drop_last: drop a final incomplete batch.
+        image_size: serve the images resized to this side (bilinear, after the crop), as the
+            seeds' ``Resize(227)`` does; ``None``: as stored (32x32, or the crop's size).
         shard: under torchrun, this process's share (:class:`Shard`). Each step then takes a
             global batch of ``batch_size * world_size`` images from a shuffle that is the same in
             every process, draws the crops and flips of all of them, and serves this process every
@@ -770,6 +772,7 @@ class TensorLoader:
         stats: tuple[Sequence[float], Sequence[float]] = (CIFAR10_MEAN, CIFAR10_STD),
         seed: int = DEFAULT_SEED,
         drop_last: bool = False,
+        image_size: int | None = None,
         shard: Shard | None = None,
     ) -> None:
         shard = shard or Shard()
@@ -784,6 +787,7 @@ class TensorLoader:
         self.labels = torch.from_numpy(data.labels)  # (N,)
         self.classes = data.classes
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.image_size = image_size
         self.mean = torch.tensor(stats[0]).view(1, 3, 1, 1)
         self.std = torch.tensor(stats[1]).view(1, 3, 1, 1)
         self.generator = torch.Generator().manual_seed(seed)  # on the CPU: works for every device
@@ -833,6 +837,8 @@ class TensorLoader:
             if self.augmentation is not None:
                 x = self._crop_and_flip(x, batch, keep=mine)
             x = (x.float() / 255.0 - self.mean) / self.std  # (B, 3, 32, 32) float32
+            if self.image_size is not None:
+                x = resize_batch(x, self.image_size)  # (B, 3, S, S)
             yield x, self.labels[idx]
 
     def _crop_and_flip(self, x: torch.Tensor, batch_ids: torch.Tensor, keep: slice) -> torch.Tensor:
@@ -885,12 +891,13 @@ def build_loaders(
     test_split = _slice_for(splits.test, shard)
     if _loader_kind(cfg) == "tensor":
         augmentation = Augmentation(cfg.crop_padding, cfg.crop_size, cfg.alternate_flip)
+        size = None if cfg.image_size == 32 else cfg.image_size  # the seeds' Resize(227)
         train = TensorLoader(
             splits.train, batch_size, shuffle=True, augment=augmentation, stats=(mean, std),
-            seed=cfg.seed, drop_last=True, shard=shard,
+            seed=cfg.seed, drop_last=True, image_size=size, shard=shard,
         ).to(device)
         val, test = (
-            TensorLoader(part, cfg.eval_batch_size, stats=(mean, std)).to(device)
+            TensorLoader(part, cfg.eval_batch_size, stats=(mean, std), image_size=size).to(device)
             for part in (val_split, test_split)
         )
         return train, val, test
@@ -916,10 +923,10 @@ def _loader_kind(cfg: TrainConfig) -> str:
     if kind == "tensor" and cfg.rotation:
         raise ValueError("the tensor loader does not rotate: use --loader torch with --rotation")
     crops = cfg.crop_padding != CROP_PADDING or cfg.crop_size != 32 or cfg.small_crops
-    if kind != "tensor" and (cfg.alternate_flip or crops):
+    if kind != "tensor" and (cfg.alternate_flip or crops or cfg.image_size != 32):
         raise ValueError(
-            "alternate_flip, crop_padding, crop_size and small_crops need the tensor loader "
-            "(--loader tensor, no --rotation)"
+            "alternate_flip, crop_padding, crop_size, small_crops and image_size need the tensor "
+            "loader (--loader tensor, no --rotation)"
         )
     return kind
 
@@ -972,7 +979,13 @@ class Resized:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for images, labels in self.loader:  # (B, 3, 32, 32)
-            if images.shape[-1] != self.size:
-                images = F.interpolate(images, size=(self.size, self.size), mode="bilinear",
-                                       align_corners=False)  # (B, 3, size, size)  # fmt: skip
-            yield images, labels
+            yield resize_batch(images, self.size), labels  # (B, 3, size, size)
+
+
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch ``(B, C, H, W)`` resized to ``(B, C, size, size)``, bilinear (as ``Resize(size)`` on
+    a square image); unchanged if it already has that size. Normalized images may be resized:
+    normalization and interpolation are both linear, so their order does not matter."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)

@@ -366,7 +366,8 @@ def plot_experiment(
 
     Left, each configuration's test accuracy: a dot and a whisker for the mean and the sample
     standard deviation over seeds, small black dots for the seeds themselves. Right, its error
-    per epoch, averaged over seeds: solid on the training batches, dashed on validation (the two
+    per epoch, averaged over the seeds that reached that epoch (with a time budget, seeds can run
+    different numbers of epochs): solid on the training batches, dashed on validation (the two
     apart: overfitting; together and high: underfitting).
 
     Args:
@@ -387,10 +388,15 @@ def plot_experiment(
         ax_test.errorbar(accuracy.mean(), i, xerr=spread, fmt="o", color=color, capsize=4)
         ax_test.plot(accuracy, [i] * len(accuracy), "k.", alpha=0.6)
         for column, style in (("train_error_per_epoch", "-"), ("val_error_per_epoch", "--")):
-            curves = np.array([json.loads(errors) for errors in group[column]])  # (seeds, epochs)
+            runs = [json.loads(errors) for errors in group[column]]
+            curves = np.full((len(runs), max(map(len, runs))), np.nan)  # (seeds, epochs)
+            for row, errors in zip(curves, runs):  # a time budget can give seeds unequal epochs
+                row[: len(errors)] = errors
             epochs = np.arange(1, curves.shape[1] + 1)
             label = name if style == "-" else None
-            ax_curves.plot(epochs, 100 * curves.mean(axis=0), style, color=color, label=label)
+            mean = np.nanmean(curves, axis=0)  # over the seeds that reached each epoch
+            marker = "o" if len(epochs) == 1 else None  # one epoch: a point, not a line
+            ax_curves.plot(epochs, 100 * mean, style, color=color, label=label, marker=marker)
     ax_test.set_yticks(range(groups.ngroups), list(groups.groups))
     ax_test.invert_yaxis()  # the grid's order, top to bottom
     ax_test.set(xlabel="test accuracy (%)", title="test accuracy: mean ± std, dots: seeds")

@@ -184,6 +184,7 @@ def train_and_report(
                      resume=resume, classes=run.splits.train.classes, mean=run.mean, std=run.std,
                      deadline=deadline, progress=progress and is_main_process())  # fmt: skip
         cfg = result.config  # with the steps it ran, if the machine's pace changed them
+        device_name = machine_name(device)  # now with the threads it trained on
 
         # The test set, once, with the weights chosen on the validation set.
         load_checkpoint(result.best_checkpoint, run.model, map_location=device)

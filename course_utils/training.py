@@ -256,8 +256,8 @@ def build_scheduler(
     """
     if cfg.schedule in PER_BATCH_SCHEDULES:
         return Schedule(_per_batch_scheduler(optimizer, cfg, steps_per_epoch), per_batch=True)
-    if cfg.schedule in PER_EPOCH_SCHEDULES:
-        return Schedule(_per_epoch_scheduler(optimizer, cfg), per_batch=False)
+    if cfg.schedule in PER_EPOCH_SCHEDULES:  # (schedule_every_batch: the mistake, on purpose)
+        return Schedule(_per_epoch_scheduler(optimizer, cfg), per_batch=cfg.schedule_every_batch)
     return Schedule(None, per_batch=False)  # "none": a constant learning rate
 
 
@@ -323,20 +323,18 @@ def _per_batch_scheduler(
 
 
 def learning_rates(
-    cfg: TrainConfig, steps_per_epoch: int, *, step_every_batch: bool | None = None
+    cfg: TrainConfig, steps_per_epoch: int
 ) -> np.ndarray:
     """The learning rate of every batch of a run with ``cfg``'s schedule, ``(total_steps,)``.
 
     Nothing is trained: a stand-in parameter and an optimizer are stepped through the run, and the
-    scheduler is stepped as :func:`build_scheduler` says (per batch or per epoch), unless
-    ``step_every_batch`` overrides that to reproduce the classic bug (a per-epoch schedule stepped
-    after every batch). Explained in notebook 05; notebook 07 plots the schedules it compares.
+    scheduler is stepped as :func:`build_scheduler` says (per batch or per epoch; with
+    ``cfg.schedule_every_batch``, the classic bug: a per-epoch schedule stepped after every batch).
+    Explained in notebook 05; notebook 07 plots the schedules it compares.
     """
     stand_in = torch.zeros(1, requires_grad=True)  # one dummy parameter: only the lr matters here
     optimizer = torch.optim.SGD([stand_in], lr=cfg.lr)
     scheduler, per_batch = build_scheduler(optimizer, cfg, steps_per_epoch)
-    if step_every_batch is not None:
-        per_batch = step_every_batch
     lrs: list[float] = []
     total = total_steps(cfg, steps_per_epoch)
     for _epoch in range(math.ceil(total / steps_per_epoch)):

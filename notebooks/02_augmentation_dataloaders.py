@@ -102,7 +102,9 @@ print(f"Device: {device}; smoke mode: {is_smoke()}")
 #
 # What we do **not** do: resize to 227 × 227 (or 224). That size belongs to networks built for
 # ImageNet photos. Upsampling a 32 × 32 image adds no information, but multiplies the work of every
-# convolution by about (227 / 32)² ≈ 50.
+# convolution by about (227 / 32)² ≈ 50. (Notebook 04 counts the cost per image; section 8 of
+# [07 · The experiments lab](07_experiments_lab.ipynb) measures what the resize reaches in the
+# same training time.)
 
 # %%
 augment = train_transform()  # the course's default: crop + flip, no rotation

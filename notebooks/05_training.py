@@ -272,14 +272,14 @@ pd.DataFrame({
 STEPS_PER_EPOCH = 100  # a real run at batch 128 has 351 batches per epoch; the shapes are the same
 
 
-def lr_curve(cfg: TrainConfig, step_every_batch: bool | None = None) -> np.ndarray:
+def lr_curve(cfg: TrainConfig) -> np.ndarray:
     """The lr used at each batch of a run with `cfg`'s schedule; nothing is trained.
 
     `learning_rates` steps a stand-in parameter through the run and steps the scheduler as
-    `build_scheduler` says (per batch or per epoch), unless `step_every_batch` overrides that,
-    to reproduce the classic bug.
+    `build_scheduler` says (per batch or per epoch; `schedule_every_batch=True` makes the
+    classic bug on purpose).
     """
-    return learning_rates(cfg, STEPS_PER_EPOCH, step_every_batch=step_every_batch)
+    return learning_rates(cfg, STEPS_PER_EPOCH)
 
 
 fake_run = TrainConfig(epochs=30, lr=0.1)
@@ -319,7 +319,9 @@ plt.show()
 # 2. **A per-epoch scheduler stepped per batch.** `StepLR(step_size=7, gamma=0.1)` is meant to
 #    divide the lr by 10 every 7 *epochs*. Call `scheduler.step()` inside the batch loop and it
 #    divides every 7 *batches*: after one epoch of 100 batches the lr has fallen by a factor of
-#    $10^{14}$ and training has stopped moving.
+#    $10^{14}$ and training has stopped moving. Section 7 of
+#    [07 · The experiments lab](07_experiments_lab.ipynb) trains a network both ways and measures
+#    what the slip costs.
 
 # %%
 with warnings.catch_warnings(record=True) as caught:
@@ -331,7 +333,7 @@ good_milestones = lr_curve(replace(fake_run, schedule="multistep", milestones=(1
 
 step7 = replace(fake_run, schedule="step", step_size=7)
 step_per_epoch = lr_curve(step7)
-step_per_batch = lr_curve(step7, step_every_batch=True)  # the bug
+step_per_batch = lr_curve(replace(step7, schedule_every_batch=True))  # the bug
 
 FLOOR = 1e-20  # a log scale cannot show the zeros the bug underflows to
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))

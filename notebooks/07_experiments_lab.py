@@ -43,6 +43,8 @@
 # - measure what an ensemble of seeds and flip test-time augmentation buy;
 # - compare regularizers, learning-rate schedules and normalization constants by a difference and
 #   its standard error, and tell underfitting from overfitting in the learning curves;
+# - measure what two slips of copied code cost a real run: `StepLR` stepped after every batch,
+#   and `Resize(227)` with the ImageNet stem in the same time;
 # - run an experiment yourself, and resume it when it is interrupted.
 #
 # **Course map:** previous: [06 · Evaluation, confusion & t-SNE](06_evaluation.ipynb); next:
@@ -66,6 +68,7 @@ if "google.colab" in sys.modules:
 
 # %%
 import json
+import math
 from dataclasses import replace
 
 import matplotlib.pyplot as plt
@@ -487,6 +490,52 @@ compare_with(schedules, "constant").round(4)
 # `schedules` grid in `course_utils/experiments.py`). Note also what the table does not show:
 # step and cosine lower the learning rate towards the end, and still did no better than a
 # constant one here: lowering the rate at the end was not enough on its own.
+#
+# ### A slip, measured: `StepLR` stepped after every batch
+#
+# Notebook 05 plotted what seed 002's loop does to its learning rate: it calls
+# `scheduler.step()` after every batch, so `StepLR(step_size=7)` divides the rate by 10 every 7
+# *batches* instead of every 7 epochs. What does that cost a real run? The `step-per-batch` grid
+# trains the "step" schedule above twice, in the same setting: stepped once per epoch, as
+# `build_scheduler` does (the configuration of the "step" runs above, run again), and stepped
+# after every batch (`--schedule-every-batch`: the slip, made on purpose). With a step of 4 and
+# 31 batches an epoch, the second run divides its rate by 10 seven times during its first epoch,
+# from 0.2 down to 2e-8, and keeps dividing:
+
+# %%
+step_slip = EXPERIMENTS["step-per-batch"]
+lrs_slip = {name: learning_rates(replace(PRESETS["cpu"], **changes), steps_per_epoch)
+            for name, changes in step_slip.items()}  # fmt: skip
+FLOOR = 1e-30  # the slip's rate ends near 1e-62; below this it is drawn at the floor
+fig, ax = plt.subplots(figsize=(8, 3))
+for name, lrs in lrs_slip.items():
+    ax.semilogy(np.arange(len(lrs)) / steps_per_epoch, np.maximum(lrs, FLOOR), label=name)
+ax.set(xlabel="epoch", ylabel="learning rate (log scale)", ylim=(FLOOR / 10, 1),
+       title="StepLR(step_size=4, gamma=0.1), stepped as the grid's two runs step it")
+ax.legend(fontsize="small")
+plt.show()
+assert math.isclose(lrs_slip["stepped every batch"][steps_per_epoch], 0.2 * 1e-7)
+
+# %%
+slip_table = read_table("step-per-batch")
+fig = plot_experiment(slip_table, "StepLR, stepped every epoch or every batch: 4,000 images, 8 epochs")
+slip = compare_with(slip_table, "stepped every epoch")
+assert slip.loc["stepped every batch", "verdict"] == "lower"
+slipped = slip_table[slip_table["configuration"] == "stepped every batch"]
+assert (slipped["test_accuracy"] < 0.2).all()  # a few points above guessing
+errors = slipped["train_error_per_epoch"].map(json.loads)
+assert all(min(e) > 0.8 and max(e) - min(e) < 0.05 for e in errors)  # flat from epoch 1 on
+slip.round(4)
+
+# %% [markdown]
+# Stepped once per epoch, the schedule trained as in the table above (44.2% and 41.6% here;
+# 46.2% and 40.0% there, in runs of 2026-11-23 on another CPU: the same commands round
+# differently on different processors, as section 9 finds). Stepped after every batch, the runs
+# ended at 13.9% and 16.4%, a few points above the 10% of guessing, and their training error
+# stayed where the first epoch left it (83-87%) for the seven epochs after: once the rate had
+# collapsed, in the first few dozen batches, the gradients still computed moved nothing. Nothing
+# raised an error or a warning. What shows the slip is a record of the learning rate (the `lr`
+# column of every run's `history.csv`) and a training curve that goes flat at once.
 
 # %% [markdown]
 # ## 8. Normalization constants
@@ -533,6 +582,45 @@ pd.DataFrame(
 # model (the checkpoints store them). They matter more where a network was trained by someone
 # else: pretrained weights expect the normalization they were trained with (notebook 08). And the
 # table does not change notebook 01's point: 0.2023 is not CIFAR-10's standard deviation.
+#
+# ### `Resize(227)` and the ImageNet stem, in the same time
+#
+# Seed 000 upsamples every image to 227 × 227 and trains the ImageNet form of the network on it:
+# a 7 × 7 convolution with stride 2 and a max-pool shrink it to 57 × 57, so every stage works on
+# maps about three times larger than the CIFAR form's on 32 × 32 images. Notebook 04 counted the
+# cost, about 3.7 times the multiply-adds per image, and notebook 02 said that the upsampled
+# pixels carry no new information. What does the resize buy in a real run, given the same time?
+# The `resize-227` grid trains the preset's network (width 16) both ways, each with a budget of
+# 5 minutes (`--minutes 5`: each run measures its own speed and plans its own steps), with one
+# test view and 1,000 images held out, so that evaluating the large images does not eat the
+# budget. `--image-size 227` makes the training and test batches 227 × 227 (bilinear, as
+# torchvision's `Resize` on a tensor), and `--stem imagenet` swaps the stem:
+
+# %%
+resize = read_table("resize-227")
+fig = plot_experiment(resize, "The same 5 minutes: 32x32 and the CIFAR stem, or Resize(227)")
+speed = resize.groupby("configuration", sort=False)[["images_per_second", "epochs"]].mean()
+display(speed.round(2))
+resized = compare_with(resize, "32x32, CIFAR stem")
+slower = speed["images_per_second"].iloc[0] / speed["images_per_second"].iloc[1]
+print(f"Resize(227) trained {slower:.1f} times fewer images a second")
+assert slower > 3  # at least the multiply-adds' ratio of notebook 04, nearly (3.7)
+# lower in every seed, by far more than the seeds' spread
+assert resize.groupby("configuration", sort=False)["test_accuracy"].max().iloc[1] < (
+    resize.groupby("configuration", sort=False)["test_accuracy"].min().iloc[0] - 0.1
+)
+resized.round(4)
+
+# %% [markdown]
+# The resized pipeline trained about 4.4 times fewer images a second (122 and 123 against 540
+# and 548), a little more than the 3.7 times its multiply-adds predict (the interpolation of every
+# batch, and the 7 × 7 convolution on the large images, cost time that a count of multiply-adds
+# leaves out; a likely reading, not profiled here). So in its 5 minutes it trained about half an
+# epoch, against three, and ended at 51.3% on average against 76.0%: about 25 points lower, in
+# both seeds, far more than the seeds' spread. The table does not say that a network trained on
+# upsampled images would stay behind given the same number of *epochs*; that would take it more
+# than four times as long, and it is not measured here. On a budget, the resize spends most of
+# the budget on interpolated pixels.
 #
 # ## 9. The `cpu` preset's recipe, one lever at a time
 #
@@ -588,7 +676,7 @@ plt.show()
 
 # %%
 recipe = read_table("cpu-recipe")
-screens = recipe[recipe["stage"] == "screen"].reset_index(drop=True)
+screens = recipe[(recipe["stage"] == "screen") & (recipe["minutes"] == 5)].reset_index(drop=True)
 fig, ax = plt.subplots(figsize=(8, 0.4 * len(screens) + 1.2))
 colors = ["tab:gray" if r == "anchor" else "tab:blue" for r in screens["recipe"]]
 ax.barh(range(len(screens)), 100 * screens["test_accuracy"], color=colors)
@@ -987,6 +1075,38 @@ display(round_5[["recipe", "seed", "test_accuracy", "test_accuracy_no_tta", "epo
 # one round cannot tell.
 
 # %% [markdown]
+# ### A wider network in the same 15 minutes
+#
+# The preset's width comes from a calibration of runs two and three epochs long (benchmarks/README.md,
+# "Presets"), where width 16 beat width 24 at equal compute. Round 5's machine fits 12 to 14
+# epochs of width 16 into the budget, and twice the epochs bought the preset about 3 points
+# (82.5% and 83.1% after 6 epochs, in the fixed-epoch rows above, against 85.7-85.9% in round 5):
+# perhaps the narrow network, more than the number of epochs, now limits it. If so, a wider one
+# could win even with fewer epochs. One
+# 15-minute run on the same machine, alone, with the same command and `--width 24` (channels
+# 24, 48, 96 and 192: 1.6 M parameters, 2.25 times the multiply-adds per image), a screen of one
+# seed at the confirmation's length:
+
+# %%
+wider = recipe[(recipe["stage"] == "screen") & (recipe["minutes"] == 15)]
+display(wider[["lever", "seed", "test_accuracy", "epochs", "images_per_second", "wall_seconds"]])
+preset_seed_0 = round_5[(round_5["recipe"] == "course") & (round_5["seed"] == 0)].iloc[0]
+width_24 = wider.iloc[0]
+print(f"width 24: {width_24.test_accuracy:.2%} in {width_24.epochs} epochs; the preset, same "
+      f"seed and machine: {preset_seed_0.test_accuracy:.2%} in {preset_seed_0.epochs} epochs")
+assert len(wider) == 1 and "width 24" in width_24.lever and width_24.seed == 0
+# lower than every preset run of round 5, by more than their spread (0.16 points)
+assert width_24.test_accuracy < by_recipe_5.loc["course", "min"] - by_recipe_5.loc["course", "spread"]
+
+# %% [markdown]
+# Width 24 trained 6.85 epochs where width 16 trained 12.59, and ended 1.3 points lower (84.41%
+# against 85.71%), below all three preset runs by more than their spread. Its whole images ran
+# at 335-341 images a second against 580-634, 1.8 times slower rather than 2.25 (wider
+# convolutions use the CPU's vector units better). So in this budget the extra epochs of the
+# narrow network are still worth more than the wider network's capacity, and the preset keeps
+# width 16. One seed; the gap is about eight times the preset's spread.
+
+# %% [markdown]
 # ### More test-time views
 #
 # Flip TTA averages two views of each test image. airbench uses six: the image and its mirror,
@@ -1024,18 +1144,17 @@ assert (gain_of_six > 0).all()  # in every run measured
 #     python -m course_utils experiment test-selection
 #     python -m course_utils experiment regularization --seeds 0 1   # sections 6-8
 #     python -m course_utils experiment schedules --seeds 0 1
+#     python -m course_utils experiment step-per-batch --seeds 0 1
 #     python -m course_utils experiment normalization --seeds 0 1
+#     python -m course_utils experiment resize-227 --seeds 0 1       # alone on the machine: timed
 #
 # Section 9's table comes from `benchmarks/cpu_recipe.py`, one run per call (its commands are in
 # the table, and in `benchmarks/README.md`). One grid is defined and ready to run, but its table is
 # **not measured yet** in this repository, so this notebook states nothing about it: the
-# full-size `degradation` (20 and 56 layers, for a GPU). Nor are, yet, `Resize(227)` with the ImageNet
-# stem at equal wall-clock time, and `StepLR` stepped after every batch as a measured accuracy
-# (notebook 05 plots what it does to the learning rate: after a few dozen batches it is
-# practically zero, and the weights hardly change from then on). `--minutes M` gives every run of a grid a time budget of M minutes, in place of
-# the grid's own number of epochs. On a CPU, plan for the number of configurations times seeds
-# times the minutes of one run; the `wall_seconds` column of a table says how long each of its
-# runs took here.
+# full-size `degradation` (20 and 56 layers, for a GPU). `--minutes M` gives every run of a grid a
+# time budget of M minutes, in place of the grid's own number of epochs. On a CPU, plan for the
+# number of configurations times seeds times the minutes of one run; the `wall_seconds` column of
+# a table says how long each of its runs took here.
 #
 # In smoke mode, the two cells below show that the whole path works, at toy size (1,000 training
 # images, two epochs), into separate `-smoke` folders and tables; their numbers mean nothing. The
@@ -1109,7 +1228,10 @@ if is_smoke():
 #   learning curves before you regularize.
 # - The schedules that warm up from a small learning rate beat a constant one clearly; those that
 #   start at the peak did not, here. The table groups them; an experiment isolating the warm-up
-#   would say why.
+#   would say why. A schedule of epochs stepped after every batch stops training within the first
+#   epoch, silently.
+# - Upsampling CIFAR-10 to 227 × 227 for the ImageNet stem made each image more than four times
+#   as slow to train on, and in the same 5 minutes the network ended far lower.
 # - A recipe lever is measured at a fixed number of epochs and equal compute, over seeds:
 #   training the first half on cheaper 24x24 crops (progressive resizing) gained a point that
 #   way, while 15-minute runs on a shared machine moved by as much with its speed alone.

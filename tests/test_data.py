@@ -443,6 +443,21 @@ def test_tensor_loader_plain_matches_eval_transform():
     assert y.tolist() == list(range(10))
 
 
+def test_tensor_loader_resizes_like_torchvision_before_normalization():
+    """image_size (the seeds' Resize(227)) resizes after normalizing; torchvision's resize before
+    it must give the same batch, because both steps are linear."""
+    from torchvision.transforms import v2
+
+    data = D.CIFAR10Arrays(_random_images(4, 1), np.arange(4, dtype=np.int64))
+    x, _ = next(iter(D.TensorLoader(data, batch_size=4, image_size=227)))
+    assert x.shape == (4, 3, 227, 227)
+    pixels = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255  # (4, 3, 32, 32)
+    resized = v2.functional.resize(pixels, [227, 227], interpolation=v2.InterpolationMode.BILINEAR,
+                                   antialias=False)  # fmt: skip
+    reference = v2.functional.normalize(resized, list(D.CIFAR10_MEAN), list(D.CIFAR10_STD))
+    torch.testing.assert_close(x, reference, atol=1e-5, rtol=0)
+
+
 # --------------------------------------------------------------------------------------------------
 # The real CIFAR-10 copy (CI fails, rather than skips, when it is missing)
 # --------------------------------------------------------------------------------------------------

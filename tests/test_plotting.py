@@ -194,6 +194,20 @@ def test_plot_experiment_draws_means_spreads_and_every_seed(tmp_path: Path):
     assert [t.get_text() for t in ax_test.get_yticklabels()] == ["a", "b"]
 
 
+def test_plot_experiment_averages_each_epoch_over_the_seeds_that_reached_it():
+    """A time budget can end seeds after different numbers of epochs."""
+    import json
+
+    table = pd.DataFrame({
+        "configuration": ["a", "a"], "seed": [0, 1], "test_accuracy": [0.5, 0.6],
+        "train_error_per_epoch": [json.dumps([0.5, 0.3]), json.dumps([0.7, 0.5, 0.2])],
+        "val_error_per_epoch": [json.dumps([0.6, 0.4]), json.dumps([0.6, 0.4, 0.3])],
+    })  # fmt: skip
+    solid, dashed = plot_experiment(table).axes[1].lines
+    np.testing.assert_allclose(solid.get_ydata(), [60, 40, 20])
+    np.testing.assert_allclose(dashed.get_ydata(), [60, 40, 30])
+
+
 def test_range_test_plot_marks_the_minimum_the_suggestion_and_a_divergence(tmp_path: Path):
     lrs = np.geomspace(1e-4, 10, 50)
     losses = 2.3 - np.log10(lrs / 1e-4) * 0.1

@@ -30,6 +30,7 @@ from course_utils.machine import (
 )
 from course_utils.models import resnet18
 from course_utils.training import (
+    ConfigError,
     Pacer,
     TrainConfig,
     build_ema,
@@ -412,7 +413,7 @@ def test_small_crops_are_windows_of_the_unpadded_image_and_switch_back(tmp_path:
     assert next(iter(loader))[0].shape == (6, 3, 32, 32)
     with pytest.raises(ValueError, match="does not augment"):
         TensorLoader(data, 6).use_small_crops(True)
-    with pytest.raises(ValueError, match="small_crops need the tensor loader"):
+    with pytest.raises(ValueError, match="small_crops and image_size need the tensor loader"):
         build_loaders(Splits(data, data, data), TrainConfig(small_crops=0.5, loader="torch"),
                       (0, 0, 0), (1, 1, 1), "cpu")  # fmt: skip
     batches = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.int64))]  # not a TensorLoader
@@ -505,6 +506,23 @@ def test_smaller_crops_are_windows_of_the_padded_image_and_evaluation_sees_whole
     assert next(iter(whole))[0].shape == (6, 3, 32, 32)
     with pytest.raises(ValueError, match="crop_size 40 does not fit"):
         TensorLoader(data, 6, augment=Augmentation(crop_padding=2, crop_size=40))
+
+
+def test_image_size_resizes_every_split_and_needs_the_tensor_loader():
+    """The seeds' Resize(227), as a run's configuration: training, validation and test images all
+    reach the network at the same size."""
+    from course_utils.data import CIFAR10Arrays
+
+    images = np.random.default_rng(2).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    data = CIFAR10Arrays(images, np.arange(6) % 10, tuple(str(i) for i in range(10)), "fake")
+    cfg = TrainConfig(image_size=227, stem="imagenet", batch_size=6, eval_batch_size=6)
+    loaders = build_loaders(Splits(data, data, data), cfg, (0, 0, 0), (1, 1, 1), "cpu")
+    assert [next(iter(loader))[0].shape for loader in loaders] == [(6, 3, 227, 227)] * 3
+    with pytest.raises(ValueError, match="image_size need the tensor loader"):
+        build_loaders(Splits(data, data, data), TrainConfig(image_size=64, rotation=10.0),
+                      (0, 0, 0), (1, 1, 1), "cpu")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"image_size must be pixels in \[32, 512\], got 16"):
+        TrainConfig(image_size=16)
 
 
 def test_augment_true_is_the_default_augmentation():

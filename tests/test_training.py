@@ -38,6 +38,7 @@ from course_utils.training import (
     PER_EPOCH_SCHEDULES,
     PRESETS,
     TIMING_COLUMNS,
+    ConfigError,
     EarlyStopping,
     NonFiniteLossError,
     Placement,
@@ -203,10 +204,24 @@ def test_a_per_epoch_schedule_stepped_every_batch_runs_ahead():
     """The classic bug, which notebook 05 plots: StepLR(step_size=3) stepped after each batch
     decays every 3 batches instead of every 3 epochs."""
     cfg = TrainConfig(schedule="step", lr=1.0, step_size=3, gamma=0.5, epochs=2)
-    right, wrong = learning_rates(cfg, 10), learning_rates(cfg, 10, step_every_batch=True)
+    wrong_cfg = dataclasses.replace(cfg, schedule_every_batch=True)
+    right, wrong = learning_rates(cfg, 10), learning_rates(wrong_cfg, 10)
     assert right.shape == wrong.shape == (20,)
     np.testing.assert_allclose(right, 1.0)
     np.testing.assert_allclose(wrong, 0.5 ** (np.arange(20) // 3))
+
+
+def test_schedule_every_batch_is_the_mistake_only_where_it_is_one():
+    """``schedule_every_batch`` makes fit step an epoch schedule per batch (notebook 07 measures the
+    damage); a schedule that already counts batches refuses it, since it would change nothing."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    for schedule in ("step", "multistep", "cosine"):
+        cfg = TrainConfig(schedule=schedule, milestones=(1,), epochs=2)
+        assert not build_scheduler(optimizer, cfg, 10).per_batch
+        slip = dataclasses.replace(cfg, schedule_every_batch=True)
+        assert build_scheduler(optimizer, slip, 10).per_batch
+    with pytest.raises(ConfigError, match="'linear' already steps as it should"):
+        TrainConfig(schedule="linear", schedule_every_batch=True)
 
 
 def test_cosine_schedule_steps_per_epoch_and_follows_the_formula():
