@@ -322,9 +322,7 @@ def _per_batch_scheduler(
     )
 
 
-def learning_rates(
-    cfg: TrainConfig, steps_per_epoch: int
-) -> np.ndarray:
+def learning_rates(cfg: TrainConfig, steps_per_epoch: int) -> np.ndarray:
     """The learning rate of every batch of a run with ``cfg``'s schedule, ``(total_steps,)``.
 
     Nothing is trained: a stand-in parameter and an optimizer are stepped through the run, and the

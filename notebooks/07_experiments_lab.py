@@ -586,15 +586,15 @@ pd.DataFrame(
 # ### `Resize(227)` and the ImageNet stem, in the same time
 #
 # Seed 000 upsamples every image to 227 × 227 and trains the ImageNet form of the network on it:
-# a 7 × 7 convolution with stride 2 and a max-pool shrink it to 57 × 57, so every stage works on
-# maps about three times larger than the CIFAR form's on 32 × 32 images. Notebook 04 counted the
-# cost, about 3.7 times the multiply-adds per image, and notebook 02 said that the upsampled
-# pixels carry no new information. What does the resize buy in a real run, given the same time?
-# The `resize-227` grid trains the preset's network (width 16) both ways, each with a budget of
-# 5 minutes (`--minutes 5`: each run measures its own speed and plans its own steps), with one
-# test view and 1,000 images held out, so that evaluating the large images does not eat the
-# budget. `--image-size 227` makes the training and test batches 227 × 227 (bilinear, as
-# torchvision's `Resize` on a tensor), and `--stem imagenet` swaps the stem:
+# a 7 × 7 convolution with stride 2 and a max-pool shrink it to 57 × 57, so every stage works on maps
+# with three to four times the pixels of the CIFAR form's on 32 × 32 images. Notebook 04 counted the
+# cost, about 3.7 times the multiply-adds per image, and notebook 02 said that the upsampled pixels
+# carry no new information. What does the resize buy in a real run, given the same time? The
+# `resize-227` grid trains the preset's network (width 16) both ways, each with a budget of 5
+# minutes (`--minutes 5`: each run measures its own speed and plans its own steps), with one test
+# view and 1,000 images held out, so that evaluating the large images does not eat the budget.
+# `--image-size 227` makes the training and test batches 227 × 227 (bilinear, as torchvision's
+# `Resize` on a tensor), and `--stem imagenet` swaps the stem:
 
 # %%
 resize = read_table("resize-227")
@@ -1103,11 +1103,11 @@ assert width_24.test_accuracy < by_recipe_5.loc["course", "min"] - by_recipe_5.l
 
 # %% [markdown]
 # Width 24 trained 6.85 epochs where width 16 trained 12.59, and ended 1.3 points lower (84.41%
-# against 85.71%), below all three preset runs by more than their spread. Its whole images ran
-# at 335-341 images a second against 580-634, 1.8 times slower rather than 2.25 (wider
-# convolutions use the CPU's vector units better). So in this budget the extra epochs of the
-# narrow network are still worth more than the wider network's capacity, and the preset keeps
-# width 16. One seed; the gap is about eight times the preset's spread.
+# against 85.71%), below all three preset runs by more than their spread. Its whole images ran at
+# 335-341 images a second against 580-634, 1.8 times slower rather than 2.25 (a likely reason, not
+# measured here: wider convolutions keep the vector units busier). So in this budget the extra
+# epochs of the narrow network are still worth more than the wider network's capacity, and the
+# preset keeps width 16. One seed; the gap is about eight times the preset's spread.
 #
 # ### Two of airbench's augmentation levers, at a fixed number of epochs
 #
