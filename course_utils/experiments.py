@@ -20,6 +20,7 @@ Explained in notebook 07 (the experiments lab).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -49,7 +50,7 @@ from course_utils.diagnostics import (
 from course_utils.evaluation import Predictions, predict
 from course_utils.machine import machine_name
 from course_utils.run import config_from_preset, train_and_report
-from course_utils.training import model_from_checkpoint
+from course_utils.training import choose_threads, cpu_threads, model_from_checkpoint
 from course_utils.transfer_experiment import transfer_table
 
 #: The ``cpu`` preset's recipe when the regularization, schedules, normalization and
@@ -596,7 +597,12 @@ def run_analysis(
         commands = "; ".join(f"python -m course_utils experiment {g}" for g in grids)
         raise FileNotFoundError(f"the analysis {name!r} evaluates the runs of {commands} "
                                 f"{'--smoke ' if smoke else ''}: run that first.")  # fmt: skip
-    table = analysis([_TrainedRun(folder, data_dir) for folder in folders])
+    runs = [_TrainedRun(folder, data_dir) for folder in folders]
+    # As many threads as a run would choose here: beside a busy program, fewer threads than cores
+    # are far faster, above all for the batches of one image (training.choose_threads).
+    threads = choose_threads(dataclasses.replace(runs[0].cfg, threads=0), runs[0].model, "cpu")
+    with cpu_threads(threads.threads):
+        table = analysis(runs)
     command = f"python -m course_utils experiment {name}{' --smoke' if smoke else ''}"
     table = table.assign(**provenance(command))
     results_dir.mkdir(parents=True, exist_ok=True)
