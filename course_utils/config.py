@@ -236,6 +236,9 @@ ARCHS = ("resnet", "cifar_resnet")
 LOADERS = ("auto", "tensor", "torch")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "linear", "cosine", "multistep", "step", "cyclic", "warmup_cosine", "none")
+#: Schedules that count epochs: stepped once after every epoch (every batch would decay the lr
+#: hundreds of times too fast; ``schedule_every_batch`` makes that mistake on purpose).
+PER_EPOCH_SCHEDULES = ("cosine", "multistep", "step")
 #: What early stopping and the best checkpoint can watch, and which direction is better.
 MONITOR_MODES = {"val_acc": "max", "val_loss": "min"}
 
@@ -509,7 +512,7 @@ class TrainConfig:
             )  # fmt: skip
         if self.lookahead and not self.ema:
             raise ConfigError("lookahead", "lookahead copies the weight average back: set --ema")
-        if self.schedule_every_batch and self.schedule not in ("step", "multistep", "cosine"):
+        if self.schedule_every_batch and self.schedule not in PER_EPOCH_SCHEDULES:
             raise ConfigError(
                 "schedule_every_batch", f"schedule {self.schedule!r} already steps as it should; "
                 "schedule_every_batch is the mistake made with step, multistep or cosine",

@@ -49,6 +49,7 @@ from course_utils.checkpoints import (
 )
 from course_utils.config import (  # PRESETS, ConfigError, smoke_config: importable from here too
     MONITOR_MODES,
+    PER_EPOCH_SCHEDULES,
     PRESETS,  # noqa: F401
     SMALL_CROP_COST,
     ConfigError,  # noqa: F401
@@ -234,9 +235,6 @@ class WarmupLinearDecay:
 
 #: Schedules that count optimizer steps: stepped after every batch.
 PER_BATCH_SCHEDULES = ("onecycle", "linear", "cyclic", "warmup_cosine")
-#: Schedules that count epochs: stepped once after every epoch (every batch would decay the lr
-#: hundreds of times too fast).
-PER_EPOCH_SCHEDULES = ("cosine", "multistep", "step")
 
 
 def build_scheduler(
