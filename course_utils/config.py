@@ -524,6 +524,38 @@ class TrainConfig:
                 "sync_bn",
                 "a frozen backbone's BatchNorm uses its stored statistics: drop --sync-bn",
             )
+        if self.loader == "tensor" and self.rotation:
+            raise ConfigError(
+                "rotation", "the tensor loader does not rotate: use --loader torch with --rotation"
+            )
+        tensor_only = self.tensor_loader_flags()
+        if self.loader_kind == "torch" and tensor_only:
+            why = "--rotation" if self.rotation else "--loader torch"
+            raise ConfigError(
+                "loader", f"{', '.join(tensor_only)}: only the tensor loader augments this way, "
+                f"and {why} takes the per-image DataLoader instead. Drop {why}, or switch them "
+                "off (the cpu preset's: --no-alternate-flip --crop-padding 4 --small-crops 0).",
+            )  # fmt: skip
+
+    @property
+    def loader_kind(self) -> str:
+        """``"tensor"`` or ``"torch"``: the loader ``loader`` names, ``"auto"`` resolved (the tensor
+        loader, unless the run rotates images, which only the per-image DataLoader does)."""
+        if self.loader == "auto":
+            return "torch" if self.rotation else "tensor"
+        return self.loader
+
+    def tensor_loader_flags(self) -> list[str]:
+        """The flags of this configuration that only the tensor loader (``data.TensorLoader``)
+        can serve: its crops, flips, resizing and progressive resizing."""
+        asked = [
+            ("--alternate-flip", self.alternate_flip),
+            (f"--crop-padding {self.crop_padding}", self.crop_padding != CROP_PADDING),
+            (f"--crop-size {self.crop_size}", self.crop_size != 32),
+            (f"--small-crops {self.small_crops:g}", bool(self.small_crops)),
+            (f"--image-size {self.image_size}", self.image_size != 32),
+        ]
+        return [flag for flag, on in asked if on]
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain Python values (lists, numbers, strings), for JSON and
@@ -598,6 +630,10 @@ PRESETS: dict[str, TrainConfig] = {
         # progressive resizing: the epochs in the first half of the steps train on 24x24 crops
         # (56% of the pixels), so more epochs fit (notebook 07 measures it)
         small_crops=0.5,
+        # airbench's augmentation for short training: shifts of at most 2 pixels, and each image
+        # flipped in every other epoch (notebook 02 explains them, notebook 07 measures them)
+        crop_padding=2,
+        alternate_flip=True,
         patience=None,
         amp=False,
         channels_last=True,

@@ -889,7 +889,7 @@ def build_loaders(
     batch_size = cfg.per_process_batch_size(shard.world_size)  # cfg.batch_size without torchrun
     val_split = _slice_for(splits.val, shard)  # all of it for a single process
     test_split = _slice_for(splits.test, shard)
-    if _loader_kind(cfg) == "tensor":
+    if cfg.loader_kind == "tensor":
         augmentation = Augmentation(cfg.crop_padding, cfg.crop_size, cfg.alternate_flip)
         size = None if cfg.image_size == 32 else cfg.image_size  # the seeds' Resize(227)
         train = TensorLoader(
@@ -912,23 +912,6 @@ def build_loaders(
         for part in (val_split, test_split)
     )
     return train, val, test
-
-
-def _loader_kind(cfg: TrainConfig) -> str:
-    """``"tensor"`` or ``"torch"``: the loader ``cfg.loader`` names, ``"auto"`` resolved (the
-    tensor loader, unless the run rotates), checked to do the augmentation ``cfg`` asks for."""
-    kind = cfg.loader
-    if kind == "auto":
-        kind = "torch" if cfg.rotation else "tensor"
-    if kind == "tensor" and cfg.rotation:
-        raise ValueError("the tensor loader does not rotate: use --loader torch with --rotation")
-    crops = cfg.crop_padding != CROP_PADDING or cfg.crop_size != 32 or cfg.small_crops
-    if kind != "tensor" and (cfg.alternate_flip or crops or cfg.image_size != 32):
-        raise ValueError(
-            "alternate_flip, crop_padding, crop_size, small_crops and image_size need the tensor "
-            "loader (--loader tensor, no --rotation)"
-        )
-    return kind
 
 
 def _slice_for(data: CIFAR10Arrays, shard: Shard) -> CIFAR10Arrays:

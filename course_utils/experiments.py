@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from course_utils.config import (
+    CROP_PADDING,
     PROJECT_ROOT,
     REPOSITORY,
     VAL_SIZE,
@@ -67,6 +68,8 @@ RECIPE_2026_11: dict[str, Any] = {
     "tta_shift": 0,
     "val_size": VAL_SIZE,
     "small_crops": 0.0,
+    "crop_padding": CROP_PADDING,
+    "alternate_flip": False,
 }
 #: The small-data setting of the regularization, schedule and normalization grids: a stratified
 #: 4,000 of the training images, 8 epochs, no time budget.
@@ -85,6 +88,8 @@ RECIPE_2026_12: dict[str, Any] = {
     "tta_shift": 0,  # the flip's 2 views
     "val_size": VAL_SIZE,
     "small_crops": 0.0,
+    "crop_padding": CROP_PADDING,
+    "alternate_flip": False,
     "amp": False,  # float32 everywhere, also where the CPU has native bfloat16
     "minutes": 0,
     "epochs": 2,

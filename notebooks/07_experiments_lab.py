@@ -334,8 +334,8 @@ plt.show()
 ensemble_summary.round(4)
 
 # %% [markdown]
-# Here both help, in every combination: flips raise each single network's accuracy (by 0.8 to
-# 1.0 points), a two-network ensemble beats both of its members, with and without flips, the
+# Here both help, in every combination: flips raise each single network's accuracy (by 0.2 to
+# 1.1 points), a two-network ensemble beats both of its members, with and without flips, the
 # three-network one beats every pair, and the two combine (the three networks with flips are the
 # best row). Each step is larger than the spread between the seeds or pairs it is compared with,
 # and each added network buys less than the one before. The gains are read from the `members`
@@ -353,6 +353,11 @@ for tta in (False, True):
     spreads = (by_size.max() - by_size.min()).reindex(gains.index - 1)
     assert (gains.to_numpy() > spreads.to_numpy()).all()  # more than the smaller ones' spread
 assert (means_by_size[True] > means_by_size[False]).all()  # flips help at every size
+single = ensembles[ensembles["members"] == 1].pivot_table(index="seeds", columns="tta",
+                                                          values="test_accuracy")
+flip_gain = 100 * (single[True] - single[False])
+print(f"flips on one network: {flip_gain.min():+.2f} to {flip_gain.max():+.2f} points")
+assert 0.1 < flip_gain.min() and flip_gain.max() < 1.2  # measured: +0.17 to +1.10
 print("mean test accuracy by ensemble size, without and with flips:")
 print((100 * means_by_size.unstack("tta")).round(2))
 
@@ -956,9 +961,22 @@ assert (progressive["count"] == 2).all() and gain > progressive["spread"].max() 
 # %%
 ROUND_4 = "+ progressive resizing: the first half of the steps on 24x24 crops"
 round_4 = recipe[(recipe["stage"] == "confirm, round 4") & (recipe["isa"] == "AVX2")]
-by_recipe = round_4.groupby("recipe")["test_accuracy"].agg(["mean", "min", "max", "count"])
-by_recipe["spread"] = by_recipe["max"] - by_recipe["min"]
-gap_4 = 100 * (by_recipe.loc["anchor", "mean"] - by_recipe.loc["course", "mean"])
+
+
+def by_recipe_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each recipe's mean, lowest and highest test accuracy in `rows`, their count and spread."""
+    table = rows.groupby("recipe")["test_accuracy"].agg(["mean", "min", "max", "count"])
+    return table.assign(spread=table["max"] - table["min"])
+
+
+def gap_of(rows: pd.DataFrame) -> float:
+    """The anchor's mean test accuracy minus the course's, in points, over `rows`."""
+    means = rows.groupby("recipe")["test_accuracy"].mean()
+    return 100 * (means["anchor"] - means["course"])
+
+
+by_recipe = by_recipe_of(round_4)
+gap_4 = gap_of(round_4)
 print(f"round 4: the anchor's mean test accuracy minus the preset's: {gap_4:+.2f} points")
 assert (by_recipe["count"] == 2).all() and set(round_4["lever"]) == {ROUND_4, "anchor"}
 assert 3 < gap_4 < 4  # measured: 3.46 points: the target (at most 2) is not met
@@ -1046,16 +1064,13 @@ later[["lever", "seed", "test_accuracy", "the preset, same seed and machine", "d
 # an AMD EPYC (Zen 4, AVX-512 with bfloat16), again with a laptop's kernels (`ONEDNN_MAX_CPU_ISA=AVX2`,
 # float32), each run alone: the preset as in round 4, over three seeds, made by
 # `python -m course_utils experiment preset --seeds 0 1 2` (the runs that sections 3 and 5
-# evaluate, and seed 0 is the checkpoint the course ships), and the anchor over seeds 0 and 1
-# (stage `confirm` in the table):
+# evaluated until round 7 below), and the anchor over seeds 0 and 1 (stage `confirm` in the
+# table):
 
 # %%
 round_5 = recipe[(recipe["stage"] == "confirm") & (recipe["isa"] == "AVX2")]
-by_recipe_5 = round_5.groupby("recipe")["test_accuracy"].agg(["mean", "min", "max", "count"])
-by_recipe_5["spread"] = by_recipe_5["max"] - by_recipe_5["min"]
-seeds_0_1 = round_5[round_5["seed"] <= 1].groupby("recipe")["test_accuracy"].mean()
-gap_5 = 100 * (by_recipe_5.loc["anchor", "mean"] - by_recipe_5.loc["course", "mean"])
-gap_5_two = 100 * (seeds_0_1["anchor"] - seeds_0_1["course"])
+by_recipe_5 = by_recipe_of(round_5)
+gap_5, gap_5_two = gap_of(round_5), gap_of(round_5[round_5["seed"] <= 1])
 print(f"round 5: the anchor's mean test accuracy minus the preset's: {gap_5:+.2f} points "
       f"(the preset's seeds 0 and 1 only: {gap_5_two:+.2f})")
 assert by_recipe_5["count"].to_dict() == {"anchor": 2, "course": 3}
@@ -1091,7 +1106,8 @@ display(round_5[["recipe", "seed", "test_accuracy", "test_accuracy_no_tta", "epo
 # seed at the confirmation's length:
 
 # %%
-wider = recipe[(recipe["stage"] == "screen") & (recipe["minutes"] == 15)]
+wider = recipe[(recipe["stage"] == "screen") & (recipe["minutes"] == 15)
+               & recipe["lever"].str.contains("width 24")]
 display(wider[["lever", "seed", "test_accuracy", "epochs", "images_per_second", "wall_seconds"]])
 preset_seed_0 = round_5[(round_5["recipe"] == "course") & (round_5["seed"] == 0)].iloc[0]
 width_24 = wider.iloc[0]
@@ -1176,10 +1192,92 @@ display(round_6[["lever", "seed", "test_accuracy", "epochs", "images_per_second"
 # (86.64% and 85.86%, mean 86.25%), and the gap to round 5's anchor shrank from 2.8 to **2.3
 # points**: closer, and still short of the 2-point target. As in the fixed-epoch runs, seed 0
 # carries most of the gain, and seed 1 also met a slower machine (11.27 epochs, against 12.20 for
-# the preset's seed 1 in round 5). The preset does not take the two levers yet: a lever joins it
-# with its confirmation *and* the refresh of everything measured on the preset (sections 3 to 5,
-# the shipped checkpoint), which is 45 more minutes of runs alone on the machine, and, better, a
-# round with the anchor run again beside it.
+# the preset's seed 1 in round 5). Both seeds gained, so the preset takes the two levers
+# (`crop_padding=2`, `alternate_flip=True`); round 7 below measures it again beside the anchor.
+#
+# ### Small crops for three quarters of the steps, 15 minutes
+#
+# The fixed-epoch screens above gave progressive resizing over the first 75% of the steps a
+# possible small gain (0.17 points on average over two seeds, at about equal compute). In 15
+# minutes it should also fit more epochs, since more of them are cheap. One 15-minute screen,
+# seed 0, alone on the machine, with round 6's two levers as well (stage `screen`, 15 minutes),
+# against round 6's seed 0:
+
+# %%
+three_quarters = recipe[(recipe["stage"] == "screen") & (recipe["minutes"] == 15)
+                        & recipe["lever"].str.contains("75%")]
+round_6_seed_0 = round_6.set_index("seed").loc[0]
+display(three_quarters[["lever", "seed", "test_accuracy", "epochs", "images_per_second",
+                        "wall_seconds"]])
+three_quarters = three_quarters.iloc[0]
+print(f"small crops for 75% of the steps: {three_quarters.test_accuracy:.2%} in "
+      f"{three_quarters.epochs} epochs; round 6, seed 0: {round_6_seed_0.test_accuracy:.2%} in "
+      f"{round_6_seed_0.epochs} epochs")
+assert three_quarters.seed == 0 and three_quarters.epochs > round_6_seed_0.epochs
+assert three_quarters.test_accuracy < round_6_seed_0.test_accuracy  # measured: 86.41 against 86.64
+
+# %% [markdown]
+# More epochs fitted, 13.71 instead of 12.42, and the run ended 0.23 points *lower*, at 86.41%
+# against 86.64%. One seed cannot tell a small loss from noise (round 6's two seeds differ by 0.78
+# points), but it shows no gain worth two more 15-minute runs: the preset keeps small crops for
+# the first half of the steps.
+
+# %% [markdown]
+# ### Round 7: the preset as it is now, beside the anchor again
+#
+# The preset with both levers, over three seeds, made by `python -m course_utils experiment
+# preset --seeds 0 1 2` (the runs that sections 3 and 5 evaluate; seed 0 is the checkpoint the
+# course ships), and the anchor over seeds 0 and 1, each run alone on the same EPYC with a
+# laptop's kernels, all five within 75 minutes (stage `confirm, round 7`):
+
+# %%
+round_7 = recipe[(recipe["stage"] == "confirm, round 7") & (recipe["isa"] == "AVX2")]
+by_recipe_7 = by_recipe_of(round_7)
+gap_7, gap_7_two = gap_of(round_7), gap_of(round_7[round_7["seed"] <= 1])
+print(f"round 7: the anchor's mean test accuracy minus the preset's: {gap_7:+.2f} points "
+      f"(the preset's seeds 0 and 1 only: {gap_7_two:+.2f})")
+assert by_recipe_7["count"].to_dict() == {"anchor": 2, "course": 3}
+assert (round_7.loc[round_7["recipe"] == "course", "wall_seconds"] < 15 * 60 * 1.02).all()
+assert 2 < gap_7 < 3.5 and 2 < gap_7_two < 3.5  # measured: 2.87 and 2.71: the target is not met
+assert by_recipe_7.loc["course", "min"] > 0.85 and by_recipe_7.loc["anchor", "mean"] > 0.87
+course_7 = round_7[round_7["recipe"] == "course"].set_index("seed")
+assert course_7["images_per_second"].idxmin() == course_7["epochs"].idxmin() == 2  # (text below)
+display(round_7[["recipe", "seed", "test_accuracy", "test_accuracy_no_tta", "epochs",
+                 "images_per_second", "wall_seconds"]])
+(100 * by_recipe_7[["mean", "spread"]]).round(2)
+
+# %% [markdown]
+# The preset reached 85.74%, 86.20% and 85.48% (85.81% on average, spread 0.72 points), the anchor
+# 88.70% and 88.66% (88.68%): a gap of **2.9 points** (2.7 on seeds 0 and 1 alone), about round
+# 5's, and wider than round 6's comparison with round 5's anchor suggested. The target of at most
+# 2 points is not met; the other, at least 85% wherever the anchor reaches 87%, holds in every run.
+# Every preset run ended inside its budget (870-873 s by its own clock).
+#
+# Seed 2 ran first, while the machine was slow: 666 images a second over the whole run, against
+# 752 and 805 for seeds 0 and 1 (792 to 923 in round 5), so it trained only 10.25 epochs. Seeds 0
+# and 1 trained 11.80 and 12.40 (round 5: 12.59 and 12.20). Against the runs *without* the two
+# levers, the gain now looks small:
+
+# %%
+with_levers = pd.concat([round_6, round_7[round_7["recipe"] == "course"]])["test_accuracy"]
+without = round_5.loc[round_5["recipe"] == "course", "test_accuracy"]
+pooled_gain = 100 * (with_levers.mean() - without.mean())
+print(f"with the two levers: {with_levers.mean():.2%} over {len(with_levers)} runs (rounds 6 and "
+      f"7, spread {100 * (with_levers.max() - with_levers.min()):.2f} points); without: "
+      f"{without.mean():.2%} over {len(without)} (round 5): {pooled_gain:+.2f} points")
+assert len(with_levers) == 5 and 0 < pooled_gain < 100 * (with_levers.max() - with_levers.min())
+
+# %% [markdown]
+# Over the five 15-minute runs with the levers (rounds 6 and 7) the mean is 85.98%, 0.21 points
+# above round 5's three runs without them, less than the spread between seeds (1.16 points among
+# the five). So round 6's +0.5 was mostly seed noise, and a 15-minute round cannot resolve a
+# lever of a few tenths of a point: the machine's speed moves the epochs, and the seeds move the
+# accuracy, by more. The measurement that can is the fixed-epoch one above, at equal compute (both
+# levers cost nothing per step): there alternating flips gained 0.40 points over two seeds, more
+# than the preset's spread, and 2-pixel padding 0.55 in one seed. On that evidence, and
+# airbench's ablation (8% fewer epochs to its target for alternating flips), the preset keeps
+# both, while this notebook does not claim that they close any of the gap: that stays at about
+# 2.9 points.
 
 # %% [markdown]
 # ### More test-time views
@@ -1309,6 +1407,8 @@ if is_smoke():
 #   as slow to train on, and in the same 5 minutes the network ended far lower.
 # - A recipe lever is measured at a fixed number of epochs and equal compute, over seeds:
 #   training the first half on cheaper 24x24 crops (progressive resizing) gained a point that
-#   way, while 15-minute runs on a shared machine moved by as much with its speed alone.
+#   way, while 15-minute runs on a shared machine moved by as much with its speed alone. A lever
+#   of a few tenths of a point disappears in 15-minute runs, whose seeds and machine move the
+#   result by more; two recipes are compared side by side, in the same sitting.
 # - `python -m course_utils experiment NAME` runs, resumes and tabulates an experiment, with the
 #   command and machine in every row.

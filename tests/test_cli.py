@@ -193,6 +193,9 @@ def test_every_setting_has_one_flag_with_its_help():
         (["--minutes", "-5"], "--minutes"),
         (["--train-size", "50001"], "--train-size"),  # more than there are
         (["--normalization", "cifar100"], "--normalization"),
+        # the cpu preset's augmentation needs the tensor loader, which does not rotate
+        (["--preset", "cpu", "--rotation", "15"], "--rotation"),
+        (["--preset", "cpu", "--loader", "torch"], "--alternate-flip"),
     ],
 )
 def test_bad_values_are_rejected_before_any_work(

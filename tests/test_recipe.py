@@ -413,9 +413,8 @@ def test_small_crops_are_windows_of_the_unpadded_image_and_switch_back(tmp_path:
     assert next(iter(loader))[0].shape == (6, 3, 32, 32)
     with pytest.raises(ValueError, match="does not augment"):
         TensorLoader(data, 6).use_small_crops(True)
-    with pytest.raises(ValueError, match="small_crops and image_size need the tensor loader"):
-        build_loaders(Splits(data, data, data), TrainConfig(small_crops=0.5, loader="torch"),
-                      (0, 0, 0), (1, 1, 1), "cpu")  # fmt: skip
+    with pytest.raises(ConfigError, match="--small-crops 0.5: only the tensor loader"):
+        TrainConfig(small_crops=0.5, loader="torch")
     batches = [(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.int64))]  # not a TensorLoader
     with pytest.raises(ValueError, match="needs a data.TensorLoader"):
         fit(resnet18(width=4), batches, batches, TrainConfig(small_crops=0.5, epochs=1), "cpu",
@@ -518,9 +517,8 @@ def test_image_size_resizes_every_split_and_needs_the_tensor_loader():
     cfg = TrainConfig(image_size=227, stem="imagenet", batch_size=6, eval_batch_size=6)
     loaders = build_loaders(Splits(data, data, data), cfg, (0, 0, 0), (1, 1, 1), "cpu")
     assert [next(iter(loader))[0].shape for loader in loaders] == [(6, 3, 227, 227)] * 3
-    with pytest.raises(ValueError, match="image_size need the tensor loader"):
-        build_loaders(Splits(data, data, data), TrainConfig(image_size=64, rotation=10.0),
-                      (0, 0, 0), (1, 1, 1), "cpu")  # fmt: skip
+    with pytest.raises(ConfigError, match="--image-size 64: only the tensor loader"):
+        TrainConfig(image_size=64, rotation=10.0)
     with pytest.raises(ConfigError, match=r"image_size must be pixels in \[32, 512\], got 16"):
         TrainConfig(image_size=16)
 
