@@ -404,6 +404,10 @@ class TrainConfig:
         0.0, "decay of a moving average of the weights used to validate and test (0: off)",
         valid=FRACTION,
     )  # fmt: skip
+    ema_ramp: bool = setting(
+        False, "grow the average's decay from 0 up to --ema as the cube of the fraction of the "
+        "run done (airbench's schedule): the average follows the weights early, smooths them late",
+    )  # fmt: skip
     lookahead: int = setting(
         0, "every this many steps, copy the weight average (--ema) back into the network "
         "(Lookahead; 0: never)", valid=NOT_NEGATIVE,
@@ -512,6 +516,8 @@ class TrainConfig:
             )  # fmt: skip
         if self.lookahead and not self.ema:
             raise ConfigError("lookahead", "lookahead copies the weight average back: set --ema")
+        if self.ema_ramp and not self.ema:
+            raise ConfigError("ema_ramp", "ema_ramp schedules the weight average's decay: set --ema")
         if self.schedule_every_batch and self.schedule not in PER_EPOCH_SCHEDULES:
             raise ConfigError(
                 "schedule_every_batch", f"schedule {self.schedule!r} already steps as it should; "

@@ -363,25 +363,57 @@ def build_mixing(cfg: TrainConfig, num_classes: int) -> BatchMixing | None:
     return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
 
 
-def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+class AverageDecay:
+    """The decay of the weight average at each update: ``decay`` throughout, or with ``ramp``,
+    ``decay * (step / total) ** 3``: from 0 at the start up to ``decay`` at the run's last step.
+
+    The ramp is airbench's schedule for its Lookahead (Jordan 2024). Early on, the weights still
+    travel far and an average would only lag behind them, so the average simply follows them; near
+    the end, where they hover around a minimum, it smooths out their noise. ``total`` is the run's
+    planned number of steps (``fit`` keeps it equal to the :class:`Pacer`'s plan). An instance is
+    the ``multi_avg_fn`` of the :class:`AveragedModel` that :func:`build_ema` makes; the step is
+    the average's own count of updates, so a resumed run picks the ramp up where it was.
+    """
+
+    def __init__(self, decay: float, *, ramp: bool = False, total: int = 1) -> None:
+        self.decay, self.ramp, self.total = decay, ramp, total
+
+    def at(self, step: int) -> float:
+        """The decay of the update that follows ``step`` earlier ones (the first copies)."""
+        if not self.ramp:
+            return self.decay
+        return self.decay * min(1.0, step / max(1, self.total)) ** 3
+
+    def __call__(self, averages: list[torch.Tensor], weights: list[torch.Tensor],
+                 n_averaged: torch.Tensor | int) -> None:  # fmt: skip
+        """``average = decay * average + (1 - decay) * weights``, with this update's decay."""
+        decay = self.at(int(n_averaged)) if self.ramp else self.decay  # (int(): the ramp's only sync)
+        get_ema_multi_avg_fn(decay)(averages, weights, n_averaged)
+
+
+def build_ema(model: nn.Module, decay: float, *, ramp: bool = False) -> AveragedModel | None:
     """An exponential moving average of ``model``'s weights and BatchNorm statistics, or None.
 
     After every step, ``average = decay * average + (1 - decay) * weights``: the average smooths
     out the noise of the last steps. (Polyak & Juditsky 1992 average all the iterates uniformly;
-    this exponential version forgets old ones.) ``fit`` validates, keeps and tests the average.
-    Explained, with a picture, in notebook 07 (section 9), whose screens measured Lookahead built
-    on it (``lookahead``); the average alone is not measured there.
+    this exponential version forgets old ones.) With ``ramp``, the decay grows over the run
+    (:class:`AverageDecay`). ``fit`` validates, keeps and tests the average. Explained, with a
+    picture, in notebook 07 (section 9), whose screens measured Lookahead built on it
+    (``lookahead``) and, with the ramp, the average alone.
     """
     if decay == 0:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=AverageDecay(decay, ramp=ramp), use_buffers=True)
 
 
 @torch.no_grad()
 def copy_average_into(model: nn.Module, ema: AveragedModel) -> None:
-    """Lookahead's step back: the network's weights and BatchNorm statistics become the average's
-    (airbench's variant of Lookahead: Zhang et al. 2019 move their slow weights once every K steps,
-    towards the fast ones, where this average follows every step)."""
+    """Lookahead's step back: the network's weights and BatchNorm statistics become the average's.
+
+    Close to airbench's variant of Lookahead when the average's decay ramps up (``ema_ramp``):
+    airbench moves its slow weights once every 5 steps, by a decay that grows as the cube of the
+    run done, where this average follows every step. Zhang et al. 2019 (Lookahead itself) move the
+    slow weights once every K steps by a constant fraction."""
     average = itertools.chain(ema.module.parameters(), ema.module.buffers())
     current = itertools.chain(model.parameters(), model.buffers())
     for slow, fast in zip(average, current, strict=True):
@@ -471,7 +503,8 @@ class StepExtras:
             returns soft targets ``(B, num_classes)``. Accuracy still counts the true labels.
         ema: an average of the weights (:func:`build_ema`), updated after every step.
         lookahead: with ``ema``, copy the average back into the model after every
-            ``lookahead``-th update (0: never): airbench's variant of Lookahead (Zhang et al. 2019).
+            ``lookahead``-th update (0: never): Lookahead (Zhang et al. 2019), in airbench's
+            variant when the average's decay ramps up (:class:`AverageDecay`).
     """
 
     mix: BatchMixing | None = None
@@ -862,6 +895,8 @@ def fit(
             small_crops = pacer.small_crops(epoch, run.history["small_crops"])
             if cfg.small_crops:  # progressive resizing (the tensor loader)
                 train_loader.use_small_crops(small_crops)
+            if run.ema is not None:  # the average's decay ramps over the steps planned now
+                run.ema.multi_avg_fn.total = pacer.total
             try:
                 row = _epoch(run, epoch, pacer.batches(train_loader, epoch), val_loader, cfg,
                              progress=progress)  # fmt: skip
@@ -1035,7 +1070,7 @@ def _start_run(
         EarlyStopping(cfg.patience, cfg.min_delta, MONITOR_MODES[cfg.monitor]),
         nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
         build_mixing(cfg, num_classes),
-        build_ema(model, cfg.ema),
+        build_ema(model, cfg.ema, ramp=cfg.ema_ramp),
         wrap_model(model, place.device, sync_bn=cfg.sync_bn),  # the model itself without torchrun
     )
 

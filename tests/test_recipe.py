@@ -30,6 +30,7 @@ from course_utils.machine import (
 )
 from course_utils.models import resnet18
 from course_utils.training import (
+    AverageDecay,
     ConfigError,
     Pacer,
     TrainConfig,
@@ -154,6 +155,37 @@ def test_ema_is_the_hand_computed_average():
         expected = weights if expected is None else 0.9 * expected + 0.1 * weights
     torch.testing.assert_close(ema.module.weight, expected)
     assert not torch.allclose(ema.module.weight, model.weight)
+
+
+def test_ramped_average_decay_grows_as_the_cube_of_the_run_done():
+    ramp = AverageDecay(0.9, ramp=True, total=200)
+    assert ramp.at(0) == 0.0
+    assert ramp.at(100) == pytest.approx(0.9 / 8)
+    assert ramp.at(200) == ramp.at(400) == pytest.approx(0.9)  # never past the decay asked for
+    assert AverageDecay(0.9).at(0) == AverageDecay(0.9).at(150) == 0.9  # no ramp: constant
+
+
+def test_ramped_ema_is_the_hand_computed_average():
+    model = nn.Linear(1, 1, bias=False)
+    ema = build_ema(model, decay=0.95, ramp=True)
+    ema.multi_avg_fn.total = 10
+    weights = np.random.default_rng(0).normal(size=12)
+    expected = None
+    for step, w in enumerate(weights):  # step: the updates averaged in before this one
+        with torch.no_grad():
+            model.weight.fill_(float(w))
+        ema.update_parameters(model)
+        decay = 0.95 * min(1.0, step / 10) ** 3
+        expected = w if expected is None else decay * expected + (1 - decay) * w
+    assert ema.module.weight.item() == pytest.approx(expected, rel=1e-5)
+    # early on the average follows the weights; at the end it lags them
+    assert abs(ema.module.weight.item() - weights[-1]) > 0.01
+
+
+def test_ramped_ema_needs_an_average():
+    with pytest.raises(ConfigError, match="ema_ramp.*set --ema"):
+        TrainConfig(ema_ramp=True)
+    TrainConfig(ema=0.95, ema_ramp=True, lookahead=5)  # airbench's Lookahead: accepted
 
 
 def test_flip_tta_is_the_mean_of_the_two_views_softmax():
@@ -296,9 +328,26 @@ def tiny_data(cifar_root: Path):
     return splits.train.subset(np.arange(200)), splits.val.subset(np.arange(100))
 
 
-def test_ema_and_mixing_resume_exactly(tiny_data, tmp_path: Path):
+def test_fit_ramps_the_average_over_the_steps_it_plans(tiny_data, tmp_path, monkeypatch):
+    seen = []  # (step, total) of every ramped update
+    original = AverageDecay.at
+    monkeypatch.setattr(AverageDecay, "at", lambda self, step: seen.append((step, self.total))
+                        or original(self, step))  # fmt: skip
+    cfg = TrainConfig(width=8, epochs=2, batch_size=50, eval_batch_size=100, ema=0.9,
+                      ema_ramp=True, patience=None)  # fmt: skip
+    loaders = (TensorLoader(tiny_data[0], 50, shuffle=True, drop_last=True),
+               TensorLoader(tiny_data[1], 100))  # fmt: skip
+    fit(resnet18(width=8), *loaders, cfg, "cpu", out_dir=tmp_path / "run", progress=False)
+    # 2 epochs of 4 steps: the first step starts the average, the 7 after it are ramped over 8
+    # (each update asks once per kind of tensor: the float weights, BatchNorm's integer counts)
+    assert sorted(set(seen)) == [(step, 8) for step in range(1, 8)]
+
+
+@pytest.mark.parametrize("average", [{}, {"ema_ramp": True, "lookahead": 2}],
+                         ids=["ema", "airbench-lookahead"])  # fmt: skip
+def test_ema_and_mixing_resume_exactly(tiny_data, tmp_path: Path, average: dict):
     cfg = TrainConfig(width=8, epochs=3, batch_size=50, eval_batch_size=100, lr=0.05, ema=0.9,
-                      mixup=0.4, cutmix=1.0, tta=True, patience=None)  # fmt: skip
+                      mixup=0.4, cutmix=1.0, tta=True, patience=None, **average)  # fmt: skip
 
     def run(folder: str, **kwargs):
         loaders = (
@@ -325,7 +374,10 @@ def test_ema_and_mixing_resume_exactly(tiny_data, tmp_path: Path):
     ema_weights = {k.removeprefix("module."): v for k, v in a["ema"].items() if k != "n_averaged"}
     if best["epoch"] == 3:
         torch.testing.assert_close(best["model"]["fc.weight"], ema_weights["fc.weight"])
-    assert not torch.equal(a["model"]["fc.weight"], ema_weights["fc.weight"])
+    if cfg.lookahead:  # the last step (12 of 12) was a 2nd one: the average was copied back
+        torch.testing.assert_close(a["model"]["fc.weight"], ema_weights["fc.weight"])
+    else:
+        assert not torch.equal(a["model"]["fc.weight"], ema_weights["fc.weight"])
 
 
 def test_pacer_shortens_the_plan_and_the_linear_schedule_when_the_machine_slows_down(monkeypatch):
