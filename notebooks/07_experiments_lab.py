@@ -229,7 +229,8 @@ print(f"the largest spread between two seeds of one network: {100 * largest_spre
 # than their shallower versions, the residual one as well as the plain one. The plain networks'
 # gap is the larger, but two seeds cannot say that part firmly: the spread of one network over its
 # two seeds reaches 1.75 points (ResNet-20's training error), half the difference between the two
-# gaps. What it shows is that deeper networks start slower. That is not yet the degradation problem, which is about the
+# gaps. What it shows is that deeper networks start slower. That is not yet the degradation
+# problem, which is about the
 # end of training: in the paper the deeper plain network *stays* worse once training has
 # converged, while the deeper residual network ends better (He et al. 2016, Fig. 6, over tens of
 # thousands of iterations; one epoch here is 351). A longer run (`degradation` on a GPU) is what
@@ -1330,7 +1331,7 @@ display(native_both[["recipe", "lever", "seed", "test_accuracy", "test_accuracy_
 (100 * by_recipe_native[["mean", "spread"]]).round(2)
 
 # %% [markdown]
-# Given 24 epochs, the anchor reached 90.07% and 90.13% (its 816-819 s inside the budget), 0.7
+# Given 24 epochs, the anchor reached 90.07% and 90.13% (in 790 and 819 s: inside the budget), 0.7
 # points above its own 89.42% of round 7, and the preset's second seed 88.01% (23.63 epochs): means
 # 90.10% and 88.14%, a gap of **1.96 points**. With the machine's own kernels the preset is
 # therefore at the edge of the 2-point target, not comfortably inside it as round 7's single
@@ -1349,7 +1350,7 @@ display(native_both[["recipe", "lever", "seed", "test_accuracy", "test_accuracy_
 # - **Lookahead as airbench schedules it**: `--ema 0.9936 --ema-ramp --lookahead 40`. The average's
 #   decay ramps up as the cube of the run done, and the average is copied back every 40 steps.
 #   40 steps of 128 images are the images of airbench's 5 steps of 1,024, and 0.9936 per step is
-#   0.95⁵ per 40 steps, airbench's decay at the end of its run. (Round 2's 5-minute screen had a
+#   0.95⁵ per 40 steps, airbench's decay at the end of its run. (The 5-minute screen above had a
 #   constant decay of 0.9 from the first step.)
 # - **the ramped average alone**, validated and tested, never copied back: `--ema 0.9936
 #   --ema-ramp`.
@@ -1387,8 +1388,8 @@ round_8[["lever", "seed", "test_accuracy", "the preset, same seed and machine", 
 # its steps process images 7% more slowly (`ONEDNN_MAX_CPU_ISA=AVX2 python
 # benchmarks/train_throughput.py --width 16 --batch-size 64 --batches 60 --no-seed-pipeline`, and
 # the same with 128 and 30 batches: the course's loop at 613 against 658 images a second on this
-# EPYC, 2026-12-07), which in 15 minutes costs about as much. Lookahead on airbench's schedule ended 0.08 points below it, and the ramped average
-# alone 0.06 below. airbench's ablation credits Lookahead with 11% fewer epochs to its target;
+# EPYC, 2026-12-07), which in 15 minutes costs about as much. Lookahead on airbench's schedule
+# ended 0.08 points below it, and the ramped average alone 0.06 below. airbench's ablation credits Lookahead with 11% fewer epochs to its target;
 # with this network and schedule, whose learning rate already falls to almost nothing at the end,
 # the measurement shows no gain, so the preset takes none of the three.
 
