@@ -387,7 +387,7 @@ class AverageDecay:
     def __call__(self, averages: list[torch.Tensor], weights: list[torch.Tensor],
                  n_averaged: torch.Tensor | int) -> None:  # fmt: skip
         """``average = decay * average + (1 - decay) * weights``, with this update's decay."""
-        decay = self.at(int(n_averaged)) if self.ramp else self.decay  # (int(): the ramp's only sync)
+        decay = self.at(int(n_averaged)) if self.ramp else self.decay  # int(): a GPU sync, ramp only
         get_ema_multi_avg_fn(decay)(averages, weights, n_averaged)
 
 

@@ -1035,12 +1035,21 @@ LATER_LEVERS = {
     "(1 thread)",
     "peak lr 0.4": "preset + peak lr 0.4, not 0.2: 8 epochs, 1-4 on 24x24 crops (1 thread)",
 }
+
+
+def against_preset(levers: dict[str, str], preset: pd.Series) -> pd.DataFrame:
+    """The rows of `levers` (short name -> the lever's label in the table), each beside the
+    preset's accuracy on the same seed (`preset`: seed -> accuracy) and the difference."""
+    rows = recipe[recipe["lever"].isin(levers.values())].copy()
+    rows["lever"] = rows["lever"].map({label: name for name, label in levers.items()})
+    rows["the preset, same seed and machine"] = rows["seed"].map(preset)
+    rows["difference"] = rows["test_accuracy"] - rows["the preset, same seed and machine"]
+    return rows
+
+
 again = recipe[recipe["lever"] == PRESET_AGAIN].set_index("seed")["test_accuracy"]
 now_xeon = recipe[recipe["lever"] == PROGRESSIVE].set_index("seed")["test_accuracy"]
-later = recipe[recipe["lever"].isin(LATER_LEVERS.values())].copy()
-later["lever"] = later["lever"].map({v: k for k, v in LATER_LEVERS.items()})
-later["the preset, same seed and machine"] = later["seed"].map(again)
-later["difference"] = later["test_accuracy"] - later["the preset, same seed and machine"]
+later = against_preset(LATER_LEVERS, again)
 print(f"the preset on the Xeon: {', '.join(f'{a:.2%}' for a in now_xeon)}; again on the EPYC: "
       f"{', '.join(f'{a:.2%}' for a in again)} (seeds 0 and 1)")
 assert len(again) == 2 and later["machine"].str.contains("EPYC").all()
@@ -1153,14 +1162,7 @@ AIRBENCH_LEVERS = {
     "crop padding 2": "preset + crops with 2 pixels of padding, not 4: 8 epochs, 1-4 on 24x24 "
     "crops (1 thread)",
 }
-augmentation_levers = recipe[recipe["lever"].isin(AIRBENCH_LEVERS.values())].copy()
-augmentation_levers["lever"] = augmentation_levers["lever"].map(
-    {v: k for k, v in AIRBENCH_LEVERS.items()}
-)
-augmentation_levers["the preset, same seed and machine"] = augmentation_levers["seed"].map(again)
-augmentation_levers["difference"] = (
-    augmentation_levers["test_accuracy"] - augmentation_levers["the preset, same seed and machine"]
-)
+augmentation_levers = against_preset(AIRBENCH_LEVERS, again)
 flip_gain = augmentation_levers.loc[augmentation_levers["lever"] == "alternating flip", "difference"]
 pad_gain = augmentation_levers.loc[augmentation_levers["lever"] == "crop padding 2", "difference"]
 print(f"alternating flip: {100 * flip_gain.mean():+.2f} points on average over "
@@ -1346,7 +1348,7 @@ display(native_both[["recipe", "lever", "seed", "test_accuracy", "test_accuracy_
 # irrelevant to the accuracy):
 #
 # - **batch 64 at peak lr 0.1**: half the batch and half the learning rate, so the same learning
-#   rate per image, and twice the steps per epoch. Short runs often gain from more, noisier steps.
+#   rate per image, and twice the steps per epoch: does a short run gain from more, noisier steps?
 # - **Lookahead as airbench schedules it**: `--ema 0.9936 --ema-ramp --lookahead 40`. The average's
 #   decay ramps up as the cube of the run done, and the average is copied back every 40 steps.
 #   40 steps of 128 images are the images of airbench's 5 steps of 1,024, and 0.9936 per step is
@@ -1367,10 +1369,7 @@ ROUND_8_LEVERS = {
     "cube of the run done (validated and tested): 8 epochs, 1-4 on 24x24 crops (1 thread)",
 }
 preset_now = recipe[recipe["lever"] == PRESET_NOW].set_index("seed")["test_accuracy"]
-round_8 = recipe[recipe["lever"].isin(ROUND_8_LEVERS.values())].copy()
-round_8["lever"] = round_8["lever"].map({v: k for k, v in ROUND_8_LEVERS.items()})
-round_8["the preset, same seed and machine"] = round_8["seed"].map(preset_now)
-round_8["difference"] = round_8["test_accuracy"] - round_8["the preset, same seed and machine"]
+round_8 = against_preset(ROUND_8_LEVERS, preset_now)
 one_lever = augmentation_levers.set_index(["lever", "seed"])["test_accuracy"]
 print(f"the preset now, 8 epochs, seed 0: {preset_now.loc[0]:.2%} (with alternating flips alone: "
       f"{one_lever.loc[('alternating flip', 0)]:.2%}; with 2-pixel padding alone: "
