@@ -16,6 +16,8 @@ Measures training throughput (images per second) of three things, on the same ma
     python benchmarks/train_throughput.py        # about 2 minutes on 2 idle CPU cores
     python benchmarks/train_throughput.py --batches 12 --seed-batches 4 --data-dir /path/to/data
     OMP_NUM_THREADS=1 python benchmarks/train_throughput.py   # steady figures on a busy machine
+    python benchmarks/train_throughput.py --width 16 --stage-multiples 1,2,6,8 --batches 30 \
+        --no-seed-pipeline --record results/experiments/stage-throughput.csv   # another shape
 
 Timings on a shared machine are noisy: run it when the machine is otherwise idle. With one thread
 (``OMP_NUM_THREADS=1``) the images per CPU-second it also prints do not depend on other processes,
@@ -26,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from torch import nn
@@ -39,9 +44,10 @@ from torchvision import transforms
 
 from course_utils.config import autocast_dtype, get_device, set_seed
 from course_utils.data import CIFAR10Arrays, Splits, build_loaders, cifar10_splits, compute_mean_std
+from course_utils.experiments import provenance
 from course_utils.machine import machine_name, measure_throughput
 from course_utils.models import resnet18, to_device
-from course_utils.training import TrainConfig, build_optimizer
+from course_utils.training import TrainConfig, build_model, build_optimizer
 
 SEED_IMAGE_SIZE = 227  # the task statement's Resize((227, 227)), left over from AlexNet
 SEED_ROTATION = 15  # degrees, the task statement's RandomRotation(15)
@@ -84,7 +90,7 @@ def sync(device: torch.device) -> None:
 def training_flops_per_image(cfg: TrainConfig) -> float:
     """Floating-point operations of one training step per image (forward and backward), as
     PyTorch's own ``FlopCounterMode`` counts them (a multiply-add counts as 2)."""
-    model = resnet18(width=cfg.width)
+    model = build_model(cfg)
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
     with FlopCounterMode(display=False) as counter:
         nn.functional.cross_entropy(model(x), y).backward()
@@ -95,7 +101,7 @@ def bare_step(
     cfg: TrainConfig, device: torch.device, batches: int, warmup: int
 ) -> tuple[float, float]:
     """(a) images/s of forward + backward + step on one fixed batch."""
-    model = resnet18(width=cfg.width)
+    model = build_model(cfg)
     memory_format = to_device(model, device, channels_last=cfg.channels_last)
     optimizer = build_optimizer(model, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -128,7 +134,7 @@ def course_loop(
     mean, std = compute_mean_std(splits.train.images)
     loader = build_loaders(splits, cfg, mean, std, device)[0]
     clock = WallAndCpuClock()
-    speed = measure_throughput(resnet18(width=cfg.width), loader, None, cfg, device, clock,
+    speed = measure_throughput(build_model(cfg), loader, None, cfg, device, clock,
                                warmup=warmup, timed=batches)  # fmt: skip
     cpu_seconds_per_batch = (clock.cpu[-1] - clock.cpu[-2]) / batches
     return cfg.batch_size / speed.train, cfg.batch_size / cpu_seconds_per_batch
@@ -196,6 +202,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="batch size of (a) and (b)")
     parser.add_argument("--width", type=int, default=64, help="ResNet-18 width of (a) and (b)")
     parser.add_argument(
+        "--stage-multiples", default="1,2,4,8",
+        help="each stage's channels as a multiple of --width, as in training (default: 1,2,4,8)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ghost-batch", type=int, help="ghost BatchNorm over groups of this many images, as in "
+        "training (default: off)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-channels-last", action="store_true", help="(a) and (b) in NCHW layout"
     )
     parser.add_argument(
@@ -208,6 +222,11 @@ def main() -> None:
     )
     parser.add_argument("--device", help="cpu or cuda (default: the fastest available)")
     parser.add_argument(
+        "--record", type=Path,
+        help="append the figures of (a) and (b) as one row to this CSV file, with the machine, "
+        "date and command (e.g. results/experiments/stage-throughput.csv)",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-seed-pipeline", action="store_true", help="skip (c), the slowest measurement"
     )
     args = parser.parse_args()
@@ -215,6 +234,8 @@ def main() -> None:
     device = get_device(args.device)
     cfg = TrainConfig(
         width=args.width,
+        stage_multiples=tuple(int(m) for m in args.stage_multiples.split(",")),
+        ghost_batch=args.ghost_batch,
         batch_size=args.batch_size,
         channels_last=not args.no_channels_last,
         amp=device.type == "cuda" if args.amp is None else args.amp,
@@ -231,8 +252,11 @@ def main() -> None:
     splits = cifar10_splits(args.data_dir)
 
     layout = ("channels_last" if cfg.channels_last else "NCHW") + (" amp" if cfg.amp else "")
+    multiples = cfg.stage_multiples
+    shape = "" if multiples == (1, 2, 4, 8) else " x" + ",".join(map(str, multiples))
+    shape += f" ghost {cfg.ghost_batch}" if cfg.ghost_batch else ""
     names = {
-        "a": f"(a) bare step: ResNet-18 w{cfg.width}, 32x32, b{cfg.batch_size}, {layout}",
+        "a": f"(a) bare step: ResNet-18 w{cfg.width}{shape}, 32x32, b{cfg.batch_size}, {layout}",
         "b": "(b) course loop: train_one_epoch, real data + augmentation",
         "c": f"(c) task statement: PIL, Resize 227, 7x7 stem, b{SEED_BATCH}, NCHW",
     }
@@ -259,6 +283,36 @@ def main() -> None:
             line += f", b/c = {b / rates['c'][column]:.1f} (target >= 4)"
         print(line)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
+    if args.record:
+        record(args.record, cfg, flops, rates)
+
+
+def record(path: Path, cfg: TrainConfig, flops: float, rates: dict[str, tuple[float, float]]):
+    """Append one row (the network, the batch, (a) and (b) in images/s and GFLOP/s) to ``path``."""
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    command = " ".join(["python", *map(shlex.quote, sys.argv)])
+    measurement = (f"width {cfg.width} x{','.join(map(str, cfg.stage_multiples))}, batch "
+                   f"{cfg.batch_size}, ghost BatchNorm {cfg.ghost_batch or 'off'}, "
+                   f"kernels {isa or 'native'}, {machine_name()}")  # fmt: skip
+    table = pd.read_csv(path) if path.exists() else pd.DataFrame({"measurement": []}, dtype=str)
+    row = {
+        "measurement": measurement,
+        "repeat": int((table["measurement"] == measurement).sum()) + 1,
+        "width": cfg.width,
+        "stage_multiples": ",".join(map(str, cfg.stage_multiples)),
+        "batch_size": cfg.batch_size,
+        "ghost_batch": cfg.ghost_batch or 0,  # 0: off
+        "threads": torch.get_num_threads(),
+        "isa": isa or "native",
+        "mflop_per_image": round(flops / 1e6, 1),
+        "bare_step_images_per_second": round(rates["a"][0], 1),
+        "loop_images_per_second": round(rates["b"][0], 1),
+        "loop_gflop_per_second": round(rates["b"][0] * flops / 1e9, 1),
+        **provenance((f"ONEDNN_MAX_CPU_ISA={isa} " if isa else "") + command),
+    }
+    new = pd.DataFrame([row])
+    (pd.concat([table, new], ignore_index=True) if len(table) else new).to_csv(path, index=False)
+    print(f"recorded in {path}")
 
 
 if __name__ == "__main__":

@@ -272,6 +272,7 @@ def setting(
 
 POSITIVE = (lambda v: v > 0, "a number > 0")
 AT_LEAST_1 = (lambda v: v >= 1, "an integer >= 1")
+AT_LEAST_2 = (lambda v: v >= 2, "an integer >= 2")
 NOT_NEGATIVE = (lambda v: v >= 0, "a number >= 0")
 FRACTION = (lambda v: 0 <= v < 1, "a number in [0, 1)")
 OPEN_FRACTION = (lambda v: 0 < v < 1, "a number in (0, 1)")
@@ -299,6 +300,10 @@ class TrainConfig:
     )  # fmt: skip
     width: int = setting(
         64, "channels of the first stage (64: the usual ResNet-18)", valid=AT_LEAST_1
+    )
+    stage_multiples: tuple[int, ...] = setting(
+        (1, 2, 4, 8),
+        "resnet: each stage's channels as a multiple of width (the paper doubles them: 1,2,4,8)",
     )
     stem: str = setting(
         "cifar", "'cifar': 3x3 conv; 'imagenet': 7x7 conv + max-pool", choices=STEMS
@@ -389,6 +394,10 @@ class TrainConfig:
         "smaller (airbench: 64)", valid=POSITIVE,
     )  # fmt: skip
     freeze_bn_scale: bool = setting(False, "keep every BatchNorm scale at 1 (not trained)")
+    ghost_batch: int | None = setting(
+        None, "ghost BatchNorm: training statistics over groups of this many images, not the "
+        "whole batch (default: the whole batch)", valid=AT_LEAST_2,
+    )  # fmt: skip
     label_smoothing: float = setting(
         0.0, "probability mass spread over all classes", valid=FRACTION
     )
@@ -474,6 +483,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
+        self.stage_multiples = tuple(int(m) for m in self.stage_multiples)
         if self.minutes == 0:  # `--minutes 0` switches a preset's budget off: one "off" value
             self.minutes = None
         for f in dataclasses.fields(self):
@@ -508,11 +518,24 @@ class TrainConfig:
             raise ConfigError(
                 "milestones", f"milestones must be epochs >= 1, got {self.milestones}"
             )
-        network = (self.arch, self.stem, self.width, self.shortcut)
-        if self.init == "imagenet" and network != ("resnet", "imagenet", 64, "B"):  # torchvision's
+        if self.arch == "resnet" and (
+            len(self.stage_multiples) != 4 or any(m < 1 for m in self.stage_multiples)
+        ):
+            raise ConfigError(
+                "stage_multiples", "stage_multiples must be four whole numbers >= 1, one for "
+                f"each stage of the network, e.g. 1,2,4,8; got {self.stage_multiples}",
+            )  # fmt: skip
+        if self.arch == "cifar_resnet" and self.stage_multiples != (1, 2, 4, 8):
+            raise ConfigError(
+                "stage_multiples", "the paper's CIFAR networks have fixed widths (16, 32, 64): "
+                "stage_multiples is for arch resnet",
+            )  # fmt: skip
+        network = (self.arch, self.stem, self.width, self.shortcut, self.stage_multiples)
+        if self.init == "imagenet" and network != ("resnet", "imagenet", 64, "B", (1, 2, 4, 8)):
             raise ConfigError(
                 "init", "init 'imagenet' loads torchvision's ImageNet ResNet, which needs "
-                "--stem imagenet --width 64 (and the default --arch resnet --shortcut B)",
+                "--stem imagenet --width 64 (and the defaults --arch resnet --shortcut B "
+                "--stage-multiples 1,2,4,8)",
             )  # fmt: skip
         if self.lookahead and not self.ema:
             raise ConfigError("lookahead", "lookahead copies the weight average back: set --ema")
@@ -522,6 +545,11 @@ class TrainConfig:
             raise ConfigError(
                 "schedule_every_batch", f"schedule {self.schedule!r} already steps as it should; "
                 "schedule_every_batch is the mistake made with step, multistep or cosine",
+            )  # fmt: skip
+        if self.ghost_batch and self.sync_bn:
+            raise ConfigError(
+                "ghost_batch", "ghost BatchNorm takes statistics over groups of each process's "
+                "images, sync_bn over all processes' images: choose one",
             )  # fmt: skip
         if self.tta_shift and not self.tta:
             raise ConfigError("tta_shift", "the shifted views are test-time augmentation: set --tta")

@@ -633,6 +633,7 @@ NOTEBOOK_07_TABLES = {
     "test-selection": 8,
     "cpu-recipe": 2,
     "tta-views": 2,
+    "stage-throughput": 2,
 }
 #: The same for notebook 08 (transfer learning) and 09 (diagnostics).
 NOTEBOOK_08_TABLES = {TRANSFER: 3}
@@ -642,6 +643,8 @@ TABLE_MAKERS = {
     "cpu-recipe": "python benchmarks/cpu_recipe.py (see benchmarks/README.md)",
     "lr-range-test": "python benchmarks/lr_range_test.py --seeds 0 1",
     "tta-views": "python benchmarks/test_time_views.py RUN_FOLDER ... (see benchmarks/README.md)",
+    "stage-throughput": "python benchmarks/train_throughput.py ... --record "
+    "results/experiments/stage-throughput.csv (see benchmarks/README.md)",
 }
 
 
@@ -651,9 +654,12 @@ def _notebook_of(name: str) -> str:
 
 
 def seeds_in(table: pd.DataFrame) -> int:
-    """How many seeds a table holds (for a selection table: how many candidate runs)."""
+    """How many seeds a table holds (for a selection table: how many candidate runs; for a table
+    of timings: how many times each was measured)."""
     if "seed" in table:
         return int(table["seed"].nunique())
+    if "repeat" in table:  # timings: the fewest repeats of any one measurement
+        return int(table.groupby("measurement")["repeat"].nunique().min())
     if "seeds" in table:  # ensembles: "0 1" lists the members' seeds
         return len({s for members in table["seeds"].astype(str) for s in members.split()})
     return int(table["candidates"].min())

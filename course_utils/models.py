@@ -25,6 +25,9 @@ from torch import nn
 
 #: Base width of the first stage in He et al. (2016); the stages then use w, 2w, 4w and 8w.
 DEFAULT_WIDTH = 64
+#: Each stage's channels as a multiple of the width, as in He et al. (2016): each stage doubles
+#: them while it halves the resolution, so every stage does about the same work.
+DOUBLING = (1, 2, 4, 8)
 #: The default number of outputs of every model here: CIFAR-10 has ten classes.
 NUM_CLASSES = 10
 #: Fewest input channels for which a strided 1x1 convolution may run in channels_last on the CPU
@@ -212,7 +215,11 @@ RESNET_SPECS: dict[int, tuple[type[BasicBlock | Bottleneck], tuple[int, int, int
 
 
 def _check_resnet_arguments(
-    layers: Sequence[int], stem: str, shortcut: str, zero_init_residual: bool
+    layers: Sequence[int],
+    stem: str,
+    shortcut: str,
+    zero_init_residual: bool,
+    stage_multiples: Sequence[int],
 ) -> None:
     """Raise a ``ValueError`` that says what to pass instead, before anything is built."""
     if stem not in STEMS:
@@ -227,6 +234,13 @@ def _check_resnet_arguments(
             f"shortcut must be one of {CIFAR_SHORTCUTS} (or True for 'B', False for 'none'), "
             f"got {shortcut!r}"
         )
+    if len(stage_multiples) != len(layers) or any(
+        isinstance(m, bool) or int(m) != m or m < 1 for m in stage_multiples
+    ):
+        raise ValueError(
+            f"stage_multiples must give one whole number >= 1 for each of the {len(layers)} "
+            f"stages (each stage's channels as a multiple of width), got {tuple(stage_multiples)!r}"
+        )
     if zero_init_residual and shortcut == "none":
         raise ValueError(
             "zero_init_residual=True needs shortcut=True ('A' or 'B'): without the skip, a "
@@ -238,8 +252,9 @@ class ResNet(nn.Module):
     """A ResNet: a stem, four stages of residual blocks, global average pooling and a linear head.
 
     Each stage doubles the channels and (after the first) halves H and W, so the work per stage
-    stays about the same while the features get more abstract. The paper's CIFAR-10 networks
-    (``cifar_resnet``) are the same design with three thin stages (16, 32, 64 channels).
+    stays about the same while the features get more abstract (``stage_multiples`` spreads the
+    channels otherwise). The paper's CIFAR-10 networks (``cifar_resnet``) are the same design with
+    three thin stages (16, 32, 64 channels).
 
     Args:
         block: ``BasicBlock`` or ``Bottleneck``.
@@ -248,9 +263,12 @@ class ResNet(nn.Module):
         num_classes: outputs of the final linear layer.
         stem: ``"cifar"`` (3x3 stride-1 conv, no max-pool: 32x32 images keep their resolution) or
             ``"imagenet"`` (7x7 stride-2 conv and 3x3 stride-2 max-pool, as in torchvision).
-        width: channels of the first stage; the stages use width, 2, 4 and 8 times width. 64 is
-            the paper's ImageNet network (16 its CIFAR networks); smaller widths train much faster
-            on a CPU.
+        width: channels of the stem and the base of every stage's width. 64 is the paper's
+            ImageNet network (16 its CIFAR networks); smaller widths train much faster on a CPU.
+        stage_multiples: each stage's channels as a multiple of ``width``; the paper's
+            ``(1, 2, 4, 8)`` by default (``(1, 2, 4)`` for three stages). Other multiples move the
+            channels, and the work, between stages: ``(1, 4, 12, 16)`` at width 8 gives 8, 32, 96
+            and 128 channels (notebook 07 measures such shapes).
         zero_init_residual: start the last BatchNorm of every block at zero, so every block
             starts as the identity.
         shortcut: where a block changes the shape, ``"B"`` (or ``True``) adds a projection of the
@@ -272,13 +290,17 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
         shortcut: bool | str = True,
         in_channels: int = 3,
+        stage_multiples: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(shortcut, bool):
             shortcut = "B" if shortcut else "none"  # torchvision's projections, or the plain net
-        _check_resnet_arguments(layers, stem, shortcut, zero_init_residual)
+        if stage_multiples is None:
+            stage_multiples = DOUBLING[: len(layers)]
+        _check_resnet_arguments(layers, stem, shortcut, zero_init_residual, stage_multiples)
         self.stem = stem
         self.width = width
+        self.stage_multiples = tuple(int(m) for m in stage_multiples)
         self.shortcut_type = shortcut  # "A", "B" or "none"
         self.shortcut = shortcut != "none"  # whether the blocks add their input back
         self.num_stages = len(layers)
@@ -295,13 +317,14 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
 
-        self.layer1 = self._make_layer(block, width, layers[0], stride=1)
-        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        planes = [m * width for m in self.stage_multiples]  # w, 2w, 4w, 8w unless told otherwise
+        self.layer1 = self._make_layer(block, planes[0], layers[0], stride=1)
+        self.layer2 = self._make_layer(block, planes[1], layers[1], stride=2)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], stride=2)
         if self.num_stages == 4:  # the paper's CIFAR networks stop after layer3
-            self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+            self.layer4 = self._make_layer(block, planes[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.num_features = self.inplanes  # the last stage's channels: 8 * width * E (4 stages)
+        self.num_features = self.inplanes  # the last stage's channels: 8 * width * E by default
         self.fc = nn.Linear(self.num_features, num_classes)
 
         self._init_weights(zero_init_residual)
@@ -503,6 +526,50 @@ def cifar_resnet(depth: int = 20, shortcut: str = "A", **kwargs: Any) -> ResNet:
     return ResNet(BasicBlock, (n, n, n), width=CIFAR_WIDTH, shortcut=shortcut, **kwargs)
 
 
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics come from groups of ``ghost_batch`` images, not the
+    whole batch (ghost BatchNorm: Hoffer, Hubara and Soudry, 2017).
+
+    Each group is normalized with its own mean and variance, and updates the running statistics as
+    a batch of its own would (so with ``momentum`` once per group). Smaller groups make the
+    statistics noisier, a regularizer that Page ("How to train your ResNet", 2018) found worth one
+    or two epochs of ResNet-9's training to 94%. In evaluation it is an ordinary ``BatchNorm2d``,
+    and its state dict is one too, so checkpoints load either way. Measured in notebook 07.
+    """
+
+    def __init__(self, num_features: int, ghost_batch: int, **kwargs: Any) -> None:
+        super().__init__(num_features, **kwargs)
+        if ghost_batch < 2:
+            raise ValueError(f"ghost_batch must be at least 2 images, got {ghost_batch}")
+        self.ghost_batch = ghost_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = len(x) // self.ghost_batch
+        if not self.training or groups <= 1:
+            return super().forward(x)
+        normalize = super().forward  # BatchNorm2d's, on each group in turn
+        # torch.chunk: `groups` nearly equal groups, none smaller than ghost_batch
+        return torch.cat([normalize(group) for group in x.chunk(groups)])
+
+
+def use_ghost_batchnorm(model: nn.Module, ghost_batch: int) -> nn.Module:
+    """Replace every ``BatchNorm2d`` of ``model`` by a ``GhostBatchNorm2d`` with the same
+    parameters and running statistics (in place; returns ``model``)."""
+    for name, child in list(model.named_children()):
+        if type(child) is nn.BatchNorm2d:
+            ghost = GhostBatchNorm2d(
+                child.num_features, ghost_batch, eps=child.eps, momentum=child.momentum
+            ).to(child.weight.device)
+            ghost.load_state_dict(child.state_dict())
+            ghost.weight.requires_grad_(child.weight.requires_grad)
+            ghost.bias.requires_grad_(child.bias.requires_grad)
+            ghost.train(child.training)
+            setattr(model, name, ghost)
+        else:
+            use_ghost_batchnorm(child, ghost_batch)
+    return model
+
+
 @torch.no_grad()
 def whitening_init(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4) -> None:
     """Set ``conv``'s filters to the principal components of the patches it sees in ``images``.
@@ -629,6 +696,8 @@ def model_architecture(model: nn.Module) -> dict[str, Any]:
     }
     if model.shortcut_type == "A":  # the zero-padding shortcut, outside the CIFAR networks
         arch["shortcut"] = "A"
+    if model.stage_multiples != DOUBLING[: model.num_stages]:  # only where it differs, so that
+        arch["stage_multiples"] = list(model.stage_multiples)  # older checkpoints still match
     return arch
 
 
@@ -641,6 +710,7 @@ def _is_cifar_resnet(model: ResNet) -> bool:
         and len(layers) == 1
         and type(model.layer1[0]) is BasicBlock
         and model.width == CIFAR_WIDTH
+        and model.stage_multiples == DOUBLING[:3]
         and model.stem == "cifar"
         and model.conv1.in_channels == 3
     )

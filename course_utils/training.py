@@ -75,6 +75,7 @@ from course_utils.models import (
     model_architecture,
     resnet,
     to_device,
+    use_ghost_batchnorm,
     whitening_init,
 )
 from course_utils.transfer import freeze_backbone, init_from, parameter_groups
@@ -107,10 +108,10 @@ SLOWDOWN_WARNING = 3.0
 
 
 def build_model(cfg: TrainConfig, num_classes: int = len(CIFAR10_CLASSES)) -> nn.Module:
-    """The network ``cfg`` describes: a ResNet of the ImageNet family (depth, width, stem), or one
-    of the paper's CIFAR ResNets (``arch="cifar_resnet"``), freshly initialised; with ``cfg.init``,
-    pretrained weights everywhere but a new ``num_classes`` head, and with
-    ``cfg.freeze_backbone`` only that head trainable (notebook 08)."""
+    """The network ``cfg`` describes: a ResNet of the ImageNet family (depth, width, stage
+    multiples, stem), or one of the paper's CIFAR ResNets (``arch="cifar_resnet"``), freshly
+    initialised; with ``cfg.init``, pretrained weights everywhere but a new ``num_classes`` head,
+    and with ``cfg.freeze_backbone`` only that head trainable (notebook 08)."""
     if cfg.arch == "cifar_resnet":
         model: nn.Module = cifar_resnet(cfg.depth, cfg.shortcut, num_classes=num_classes)
     else:
@@ -119,10 +120,13 @@ def build_model(cfg: TrainConfig, num_classes: int = len(CIFAR10_CLASSES)) -> nn
             num_classes=num_classes,
             stem=cfg.stem,
             width=cfg.width,
+            stage_multiples=cfg.stage_multiples,
             zero_init_residual=cfg.zero_init_residual,
             shortcut=cfg.shortcut != "none",
         )
     init_from(model, cfg.init)  # nothing for init="scratch"
+    if cfg.ghost_batch:
+        use_ghost_batchnorm(model, cfg.ghost_batch)
     if cfg.freeze_bn_scale:
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):

@@ -129,6 +129,10 @@ def test_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch):
     )
     assert preset == "full" and cfg == expected
 
+    args = build_parser().parse_args(["train", "--width", "8", "--stage-multiples", "1,4,12,16"])
+    cfg, _ = resolve_config(args, torch.device("cpu"))
+    assert cfg.stage_multiples == (1, 4, 12, 16) and cfg.width == 8
+
     args = build_parser().parse_args(["train", "--smoke", "--width", "8"])
     cfg, preset = resolve_config(args, torch.device("cpu"))
     assert preset == "cpu-smoke" and cfg.width == 8 and cfg.epochs == SMOKE.epochs and cfg.smoke
@@ -196,6 +200,12 @@ def test_every_setting_has_one_flag_with_its_help():
         # the cpu preset's augmentation needs the tensor loader, which does not rotate
         (["--preset", "cpu", "--rotation", "15"], "--rotation"),
         (["--preset", "cpu", "--loader", "torch"], "--alternate-flip"),
+        (["--stage-multiples", "1,2,4"], "--stage-multiples"),
+        (["--ghost-batch", "1"], "--ghost-batch"),
+        (["--stage-multiples", "1,0,4,8"], "--stage-multiples"),
+        (["--stage-multiples", "1,two,4,8"], "--stage-multiples"),
+        (["--arch", "cifar_resnet", "--depth", "20", "--stage-multiples", "1,4,12,16"],
+         "--stage-multiples"),
     ],
 )
 def test_bad_values_are_rejected_before_any_work(

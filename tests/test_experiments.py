@@ -189,6 +189,8 @@ def test_read_table_says_what_is_missing_or_too_thin(tmp_path: Path):
     with pytest.raises(ValueError, match="holds 1 seeds, but notebook 07 relies on at least 2"):
         read_table("eval-mode", tmp_path)
     assert seeds_in(pd.DataFrame({"seeds": ["0", "1", "0 1 2"]})) == 3
+    timings = pd.DataFrame({"measurement": ["a", "a", "b", "b", "b"], "repeat": [1, 2, 1, 2, 3]})
+    assert seeds_in(timings) == 2  # the fewest repeats of one measurement
 
 
 def test_every_table_notebook_07_reads_is_committed_with_enough_seeds():
@@ -199,8 +201,8 @@ def test_every_table_notebook_07_reads_is_committed_with_enough_seeds():
         assert seeds_in(table) >= needed
         # the course's command, (cpu-recipe) the anchor's or (tta-views) the benchmark's, each
         # maybe with the kernels it used
-        command = (r"^(?:ONEDNN_MAX_CPU_ISA=\S+ )?python "
-                   r"(?:-m course_utils|\S*airbench_cpu\.py|benchmarks/test_time_views\.py) ")  # fmt: skip
+        command = (r"^(?:ONEDNN_MAX_CPU_ISA=\S+ )?python (?:-m course_utils|\S*airbench_cpu\.py|"
+                   r"benchmarks/test_time_views\.py|benchmarks/train_throughput\.py) ")  # fmt: skip
         assert table["command"].str.contains(command).all(), name
         assert table["machine"].notna().all() and table["date"].notna().all(), name
         assert not table["command"].str.contains("--smoke").any(), f"{name}: a smoke table"

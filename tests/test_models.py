@@ -18,6 +18,7 @@ from course_utils.models import (
     RESNET_SPECS,
     BasicBlock,
     Bottleneck,
+    GhostBatchNorm2d,
     PadShortcut,
     ResNet,
     cifar_resnet,
@@ -32,6 +33,7 @@ from course_utils.models import (
     resnet50,
     resnet101,
     resnet152,
+    use_ghost_batchnorm,
     whitening_init,
 )
 
@@ -226,6 +228,110 @@ def test_bad_arguments_raise() -> None:
         resnet(20)
     with pytest.raises(ValueError, match="shortcut"):
         plain_resnet(18, zero_init_residual=True)
+
+
+def basic_stage_parameters(c_in: int, c: int, stride: int) -> int:
+    """Parameters of a stage of two BasicBlocks, counted by hand: two 3x3 convolutions and two
+    BatchNorms (weight and bias) per block, and a 1x1 projection with its BatchNorm where the
+    first block changes the shape."""
+    first = 9 * c_in * c + 9 * c * c + 2 * (2 * c)
+    if stride != 1 or c_in != c:
+        first += c_in * c + 2 * c
+    return first + 9 * c * c * 2 + 2 * (2 * c)
+
+
+@pytest.mark.parametrize(
+    ("width", "multiples"), [(8, (1, 4, 12, 16)), (16, (1, 2, 6, 6)), (16, (1, 2, 4, 8))]
+)
+def test_stage_multiples_set_each_stage_width(width: int, multiples: tuple[int, ...]) -> None:
+    model = resnet18(width=width, stage_multiples=multiples)
+    channels = [width * m for m in multiples]
+    outputs = model.stage_outputs(torch.randn(2, 3, 32, 32))
+    for i, (name, c) in enumerate(zip(["layer1", "layer2", "layer3", "layer4"], channels)):
+        assert outputs[name].shape == (2, c, 32 >> i, 32 >> i)
+    expected = {
+        "stem": 27 * width + 2 * width,  # 3x3 conv from RGB, no bias, and its BatchNorm
+        **{
+            f"layer{i + 1}": basic_stage_parameters(c_in, c, 1 if i == 0 else 2)
+            for i, (c_in, c) in enumerate(zip([width, *channels], channels))
+        },
+        "fc": channels[-1] * 10 + 10,
+    }
+    assert parameters_per_stage(model) == expected
+    if multiples == (1, 2, 4, 8):  # the default, and the paper's doubling
+        assert count_parameters(model) == count_parameters(resnet18(width=width))
+        assert "stage_multiples" not in model_architecture(model)
+    else:
+        assert model_architecture(model)["stage_multiples"] == list(multiples)
+
+
+def test_default_stage_multiples_give_the_paper_network() -> None:
+    assert count_parameters(resnet18(stage_multiples=(1, 2, 4, 8))) == CIFAR_RESNET18_PARAMS
+    assert resnet18().stage_multiples == (1, 2, 4, 8)
+    assert cifar_resnet(20).stage_multiples == (1, 2, 4)  # three stages: 16, 32, 64 channels
+
+
+@pytest.mark.parametrize("multiples", [(1, 2, 4), (1, 2, 4, 0), (1, 2, 4.5, 8), (1, 2, 4, 8, 16)])
+def test_bad_stage_multiples_raise(multiples: tuple) -> None:
+    with pytest.raises(ValueError, match="stage_multiples must give one whole number >= 1"):
+        resnet18(width=8, stage_multiples=multiples)
+
+
+# --- ghost BatchNorm -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("batch", "ghost", "sizes"), [(32, 8, [8, 8, 8, 8]), (20, 8, [10, 10])])
+def test_ghost_batchnorm_normalizes_each_group_on_its_own(batch: int, ghost: int, sizes: list):
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, size=(batch, 3, 4, 4)).astype(np.float32)
+    layer = GhostBatchNorm2d(3, ghost, momentum=0.1)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([1.0, 0.5, 2.0]))
+        layer.bias.copy_(torch.tensor([0.0, 1.0, -1.0]))
+    out = layer.train()(torch.from_numpy(x)).detach().numpy()
+
+    running_mean, running_var, start = np.zeros(3), np.ones(3), 0
+    for size in sizes:  # NumPy: each group normalized by its own statistics, one after the other
+        group = x[start : start + size]
+        mean, var = group.mean(axis=(0, 2, 3)), group.var(axis=(0, 2, 3))
+        expected = (group - mean[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5)
+        expected = expected * np.array([1.0, 0.5, 2.0])[:, None, None] + np.array([0, 1, -1])[
+            :, None, None
+        ]
+        np.testing.assert_allclose(out[start : start + size], expected, atol=1e-4)
+        unbiased = group.var(axis=(0, 2, 3), ddof=1)
+        running_mean = 0.9 * running_mean + 0.1 * mean
+        running_var = 0.9 * running_var + 0.1 * unbiased
+        start += size
+    np.testing.assert_allclose(layer.running_mean.numpy(), running_mean, rtol=1e-5)
+    np.testing.assert_allclose(layer.running_var.numpy(), running_var, rtol=1e-5)
+
+
+def test_ghost_batchnorm_is_plain_batchnorm_in_eval_and_for_small_batches():
+    torch.manual_seed(0)
+    plain, ghost = nn.BatchNorm2d(4), GhostBatchNorm2d(4, 16)
+    assert ghost.state_dict().keys() == plain.state_dict().keys()  # checkpoints load either way
+    x = torch.randn(16, 4, 3, 3)  # one group: the whole batch
+    torch.testing.assert_close(ghost.train()(x), plain.train()(x))
+    torch.testing.assert_close(ghost.running_var, plain.running_var)
+    x = torch.randn(64, 4, 3, 3)
+    torch.testing.assert_close(ghost.eval()(x), plain.eval()(x))
+    with pytest.raises(ValueError, match="at least 2 images"):
+        GhostBatchNorm2d(4, 1)
+
+
+def test_use_ghost_batchnorm_keeps_the_network():
+    torch.manual_seed(0)
+    model = resnet18(width=8).eval()
+    model.bn1.weight.requires_grad_(False)
+    x = torch.randn(4, 3, 32, 32)
+    before, state = model(x), {k: v.clone() for k, v in model.state_dict().items()}
+    use_ghost_batchnorm(model, 32)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 20 and all(type(m) is GhostBatchNorm2d for m in norms)  # 17 + 3 shortcuts
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    torch.testing.assert_close(model(x), before)
+    assert not model.bn1.weight.requires_grad and model.layer1[0].bn1.weight.requires_grad
 
 
 # --- initialisation ------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from course_utils.machine import (
     measure_throughput,
     plan_steps,
 )
-from course_utils.models import resnet18
+from course_utils.models import GhostBatchNorm2d, resnet18
 from course_utils.training import (
     AverageDecay,
     ConfigError,
@@ -36,6 +36,7 @@ from course_utils.training import (
     TrainConfig,
     build_ema,
     build_mixing,
+    build_model,
     build_scheduler,
     copy_average_into,
     fit,
@@ -180,6 +181,17 @@ def test_ramped_ema_is_the_hand_computed_average():
     assert ema.module.weight.item() == pytest.approx(expected, rel=1e-5)
     # early on the average follows the weights; at the end it lags them
     assert abs(ema.module.weight.item() - weights[-1]) > 0.01
+
+
+def test_ghost_batch_gives_every_batchnorm_its_groups():
+    model = build_model(TrainConfig(width=8, ghost_batch=32, freeze_bn_scale=True))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(type(m) is GhostBatchNorm2d and m.ghost_batch == 32 for m in norms)
+    assert not any(m.weight.requires_grad for m in norms)  # freeze_bn_scale still applies
+    plain = build_model(TrainConfig(width=8))
+    assert not any(isinstance(m, GhostBatchNorm2d) for m in plain.modules())
+    with pytest.raises(ConfigError, match="ghost BatchNorm.*sync_bn"):
+        TrainConfig(ghost_batch=32, sync_bn=True)
 
 
 def test_ramped_ema_needs_an_average():

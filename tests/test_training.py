@@ -530,6 +530,9 @@ def test_mismatched_architecture_names_both(tmp_path: Path):
     assert "resnet34(width=8, stem=cifar, num_classes=10)" in message
     with pytest.raises(ArchitectureMismatchError, match="width=16"):
         load_checkpoint(path, resnet18(width=16))
+    # the same depth and width with the channels spent otherwise is another network
+    with pytest.raises(ArchitectureMismatchError, match=r"stage_multiples=\[1, 4, 12, 16\]"):
+        load_checkpoint(path, resnet18(width=8, stage_multiples=(1, 4, 12, 16)))
 
     # A bare state dict (no description): PyTorch's error is caught and explained.
     bare = save_checkpoint(tmp_path / "bare.pt", model=small.state_dict())
