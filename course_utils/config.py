@@ -299,8 +299,9 @@ class TrainConfig:
         choices=CIFAR_SHORTCUTS,
     )  # fmt: skip
     width: int = setting(
-        64, "channels of the first stage (64: the usual ResNet-18)", valid=AT_LEAST_1
-    )
+        64, "channels of the stem, and of the first stage times its stage multiple (64: the "
+        "usual ResNet-18)", valid=AT_LEAST_1,
+    )  # fmt: skip
     stage_multiples: tuple[int, ...] = setting(
         (1, 2, 4, 8),
         "resnet: each stage's channels as a multiple of width (the paper doubles them: 1,2,4,8)",
