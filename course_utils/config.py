@@ -552,6 +552,11 @@ class TrainConfig:
                 "ghost_batch", "ghost BatchNorm takes statistics over groups of each process's "
                 "images, sync_bn over all processes' images: choose one",
             )  # fmt: skip
+        if self.ghost_batch and self.freeze_backbone:
+            raise ConfigError(
+                "ghost_batch",
+                "a frozen backbone's BatchNorm uses its stored statistics: drop --ghost-batch",
+            )
         if self.tta_shift and not self.tta:
             raise ConfigError("tta_shift", "the shifted views are test-time augmentation: set --tta")
         if self.freeze_backbone and self.sync_bn:

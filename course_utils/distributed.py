@@ -44,6 +44,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from course_utils.models import replace_batchnorm
+
 #: The environment variables torchrun sets in every process it starts.
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -170,12 +172,7 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for name, child in model.named_children():
-        if type(child) is nn.BatchNorm2d:
-            setattr(model, name, SyncBatchNorm2d.sharing(child))
-        else:
-            sync_batchnorm(child, device)
-    return model
+    return replace_batchnorm(model, SyncBatchNorm2d.sharing)
 
 
 class _SumOverRanks(torch.autograd.Function):

@@ -16,7 +16,7 @@ Reference: He, Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -552,22 +552,38 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
         return torch.cat([normalize(group) for group in x.chunk(groups)])
 
 
+def replace_batchnorm(
+    model: nn.Module,
+    make: Callable[[nn.BatchNorm2d], nn.Module],
+    which: Callable[[nn.BatchNorm2d], bool] = lambda layer: type(layer) is nn.BatchNorm2d,
+) -> nn.Module:
+    """Replace each BatchNorm layer of ``model`` by ``make(layer)``, in place; returns ``model``.
+
+    ``which`` picks the layers to replace among the ``nn.BatchNorm2d`` (subclasses included)
+    anywhere in the model; by default only plain ``nn.BatchNorm2d``, so a layer already replaced
+    stays as it is. The new layer takes the old one's place and name, so if ``make`` returns a
+    BatchNorm, the ``state_dict`` keeps its keys. Used for ghost BatchNorm (here), synchronised
+    BatchNorm (``distributed.sync_batchnorm``) and frozen BatchNorm (``transfer.freeze_backbone``).
+    """
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.BatchNorm2d) and which(child):
+                setattr(module, name, make(child))
+    return model
+
+
 def use_ghost_batchnorm(model: nn.Module, ghost_batch: int) -> nn.Module:
     """Replace every ``BatchNorm2d`` of ``model`` by a ``GhostBatchNorm2d`` with the same
-    parameters and running statistics (in place; returns ``model``)."""
-    for name, child in list(model.named_children()):
-        if type(child) is nn.BatchNorm2d:
-            ghost = GhostBatchNorm2d(
-                child.num_features, ghost_batch, eps=child.eps, momentum=child.momentum
-            ).to(child.weight.device)
-            ghost.load_state_dict(child.state_dict())
-            ghost.weight.requires_grad_(child.weight.requires_grad)
-            ghost.bias.requires_grad_(child.bias.requires_grad)
-            ghost.train(child.training)
-            setattr(model, name, ghost)
-        else:
-            use_ghost_batchnorm(child, ghost_batch)
-    return model
+    parameters and running statistics (copies; in place; returns ``model``)."""
+
+    def ghost(bn: nn.BatchNorm2d) -> GhostBatchNorm2d:
+        layer = GhostBatchNorm2d(bn.num_features, ghost_batch, eps=bn.eps, momentum=bn.momentum)
+        layer.to(bn.weight.device).load_state_dict(bn.state_dict())
+        layer.weight.requires_grad_(bn.weight.requires_grad)
+        layer.bias.requires_grad_(bn.bias.requires_grad)
+        return layer.train(bn.training)
+
+    return replace_batchnorm(model, ghost)
 
 
 @torch.no_grad()

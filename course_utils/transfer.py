@@ -34,7 +34,7 @@ from course_utils.checkpoints import (
     load_pretrained,
     state_dict_differences,  # the one way the course compares state dicts
 )
-from course_utils.models import describe_architecture, model_architecture
+from course_utils.models import describe_architecture, model_architecture, replace_batchnorm
 
 #: The image size torchvision's ImageNet weights were trained and evaluated at (224x224 crops).
 IMAGENET_SIZE = 224
@@ -191,6 +191,14 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
     ``torchvision.ops.FrozenBatchNorm2d``, which drops ``num_batches_tracked``).
     """
 
+    @classmethod
+    def copy_of(cls, bn: nn.BatchNorm2d) -> FrozenBatchNorm2d:
+        """A frozen layer with ``bn``'s settings, a copy of its parameters and statistics."""
+        frozen = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        state = bn.state_dict()
+        frozen.load_state_dict(state)
+        return frozen.to(next(iter(state.values())).device)
+
     def train(self, mode: bool = True) -> FrozenBatchNorm2d:
         return super().train(False)
 
@@ -211,19 +219,10 @@ def freeze_backbone(model: nn.Module) -> nn.Module:
 
     Explained in notebook 08.
     """
-    head = head_of(model)
-    for module in list(model.modules()):
-        if module is head:
-            continue
-        for name, child in module.named_children():
-            if isinstance(child, nn.BatchNorm2d) and not isinstance(child, FrozenBatchNorm2d):
-                frozen = FrozenBatchNorm2d(
-                    child.num_features, child.eps, child.momentum, child.affine,
-                    child.track_running_stats,
-                )  # fmt: skip
-                state = child.state_dict()
-                frozen.load_state_dict(state)
-                setattr(module, name, frozen.to(next(iter(state.values())).device))
+    head = head_of(model)  # a Linear layer: no BatchNorm in it
+    replace_batchnorm(
+        model, FrozenBatchNorm2d.copy_of, which=lambda bn: not isinstance(bn, FrozenBatchNorm2d)
+    )
     head_parameters = {id(p) for p in head.parameters()}
     for parameter in model.parameters():
         if id(parameter) not in head_parameters:

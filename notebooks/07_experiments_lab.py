@@ -1540,7 +1540,7 @@ assert abs(same_seed[1] - same_seed[0]) > 0.008  # the preset's seed 0, twice: 0
 #
 # ### Round 9, continued: Page's BatchNorm levers, and how much label smoothing
 #
-# Page's list in the issue (label smoothing, ghost BatchNorm, frozen BatchNorm scales, an average
+# Page's list of levers (label smoothing, ghost BatchNorm, frozen BatchNorm scales, an average
 # of the weights, flip TTA: each worth an epoch or two in his ResNet-9) has two levers the preset
 # has never tried alone: round 1 froze the BatchNorm scales only together with 64-times faster
 # shifts. `--freeze-bn-scale` keeps every BatchNorm scale at 1. `--ghost-batch 32` normalizes each
@@ -1580,7 +1580,81 @@ page[["lever", "seed", "test_accuracy", "the preset, same seed and machine", "di
 # of 32 were a sixteenth of a batch of 512, while the preset's batch of 128 already gives noisier
 # statistics than his. The gap to the anchor with a laptop's kernels stays at round 7's 2.9
 # points.
+
+# %% [markdown]
+# ### Round 10: the wider late stages against the preset, three seeds side by side
 #
+# Round 9's single 15-minute run of 16, 32, 96, 128 could not be told from the preset. Here the
+# two ran in one session, each alone on the same EPYC with a laptop's kernels, back to back:
+# seed 1 of each, then seed 2, then seed 0 (stage `confirm, round 10`). The machine's speed
+# drifts over an hour (round 7's three preset runs trained at 666 to 805 images/s), and two runs
+# back to back share more of it, so the difference within each pair is the measurement.
+
+# %%
+ROUND_10 = {
+    "the preset": "the preset now, beside the stages of 16, 32, 96 and 128 channels",
+    "16, 32, 96, 128": "+ stages of 16, 32, 96 and 128 channels (--stage-multiples 1,2,6,8)",
+}
+round_10 = recipe[recipe["stage"] == "confirm, round 10"].replace(
+    {"lever": {label: name for name, label in ROUND_10.items()}})  # fmt: skip
+paired = round_10.pivot_table(index="seed", columns="lever",
+                              values=["test_accuracy", "epochs", "images_per_second"])  # fmt: skip
+accuracy_10 = paired["test_accuracy"]
+difference_10 = accuracy_10["16, 32, 96, 128"] - accuracy_10["the preset"]
+preset_spread_10 = accuracy_10["the preset"].max() - accuracy_10["the preset"].min()
+print("16, 32, 96, 128 minus the preset, per seed (points):",
+      (100 * difference_10).round(2).to_dict())  # fmt: skip
+print(f"mean {100 * difference_10.mean():+.2f} points; the preset's own spread over its three "
+      f"seeds: {100 * preset_spread_10:.2f} points")  # fmt: skip
+assert set(round_10["lever"]) == set(ROUND_10) and paired.notna().all().all()
+assert list(paired.index) == [0, 1, 2]  # both runs of every seed
+assert (round_10["wall_seconds"] < 15 * 60 * 1.02).all()  # every run inside its budget
+assert (paired["epochs"]["16, 32, 96, 128"] < paired["epochs"]["the preset"]).all()
+assert difference_10.max() < 0.001 and difference_10.mean() < 0  # no seed gains (text below)
+assert abs(difference_10.mean()) < preset_spread_10
+pd.DataFrame({
+    "the preset (%)": 100 * accuracy_10["the preset"],
+    "its epochs": paired["epochs"]["the preset"],
+    "16, 32, 96, 128 (%)": 100 * accuracy_10["16, 32, 96, 128"],
+    "their epochs": paired["epochs"]["16, 32, 96, 128"],
+    "difference (points)": 100 * difference_10,
+}).round(2)
+
+# %% [markdown]
+# Each seed as a line from the preset to the wider late stages, beside round 7's anchor:
+
+# %%
+fig, ax = plt.subplots(figsize=(5, 3.4))
+for seed, row in accuracy_10.iterrows():
+    ax.plot([0, 1], 100 * row[["the preset", "16, 32, 96, 128"]], "o-", label=f"seed {seed}")
+ax.axhline(100 * by_recipe_7.loc["anchor", "mean"], color="grey", ls="--",
+           label="the anchor, round 7 (mean)")  # fmt: skip
+ax.set_xticks([0, 1], ["the preset\n16, 32, 64, 128", "wider late stages\n16, 32, 96, 128"])
+ax.set_xlim(-0.4, 1.4)
+ax.set_ylabel("test accuracy in 15 minutes (%)")
+ax.legend(fontsize=8, loc="center right")
+plt.tight_layout()
+plt.show()
+gap_10 = 100 * (by_recipe_7.loc["anchor", "mean"] - accuracy_10["the preset"].mean())
+print(f"the anchor's round-7 mean minus the preset's round-10 mean: {gap_10:.2f} points")
+assert 2 < gap_10 < gap_7  # measured: 2.52 (round 7, side by side: 2.87)
+
+# %% [markdown]
+# The wider late stages trained 9.4 to 10.7 epochs where the preset trained 11.3 to 13.0, and
+# ended level with it on seed 0 and lower on seeds 1 and 2: on average 0.13 points lower, well
+# inside the preset's own spread over these three seeds (0.89 points). What they learn more per
+# epoch (round 9's fixed-epoch screens: +0.8 points at 8 epochs), their slower steps cost again
+# in the same 15 minutes. Round 9's estimate of +0.28 from those screens was inside the noise,
+# and so is the measurement. The preset keeps the paper's doubling of channels.
+#
+# The preset's three runs here average 86.16%, higher than its 85.81% in round 7, on the same
+# command and the same kind of machine: the runs trained more epochs (its seed 0: 13.0 against
+# 11.8), because the machine ran faster this time. Against the anchor's round-7 mean the gap is
+# 2.5 points; a gap measured across rounds mixes two machine speeds, so round 7's side-by-side
+# figure, 2.9 points, is the one the 2-point target is judged by. Either way the gap is above 2.
+
+
+# %% [markdown]
 # ## 10. Running an experiment yourself
 #
 # Every table above comes from one command, resumable at any point:
@@ -1686,7 +1760,7 @@ if is_smoke():
 #   of a few tenths of a point disappears in 15-minute runs, whose seeds and machine move the
 #   result by more; two recipes are compared side by side, in the same sitting.
 # - A lever that changes the work per step is judged at equal time, not only at equal epochs:
-#   wider late stages learned more per epoch, but their slower steps took back most of that gain
-#   in the same time.
+#   wider late stages learned more per epoch, but in the same 15 minutes, three seeds side by
+#   side, they ended no higher than the paper's doubling of channels.
 # - `python -m course_utils experiment NAME` runs, resumes and tabulates an experiment, with the
 #   command and machine in every row.

@@ -27,6 +27,7 @@ from course_utils.models import (
     model_architecture,
     parameters_per_stage,
     plain_resnet,
+    replace_batchnorm,
     resnet,
     resnet18,
     resnet34,
@@ -332,6 +333,29 @@ def test_use_ghost_batchnorm_keeps_the_network():
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     torch.testing.assert_close(model(x), before)
     assert not model.bn1.weight.requires_grad and model.layer1[0].bn1.weight.requires_grad
+
+
+def test_replace_batchnorm_reaches_every_depth_and_only_the_layers_chosen():
+    class Marked(nn.BatchNorm2d):
+        pass
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4),
+        nn.Sequential(nn.Sequential(nn.BatchNorm2d(5)), Marked(6)), nn.BatchNorm1d(7),
+    )  # fmt: skip
+    keys = model.state_dict().keys()
+    replaced = []
+
+    def make(bn: nn.BatchNorm2d) -> nn.BatchNorm2d:
+        replaced.append(bn.num_features)
+        return Marked(bn.num_features)
+
+    assert replace_batchnorm(model, make) is model
+    assert sorted(replaced) == [4, 5]  # not the subclass, not BatchNorm1d
+    assert type(model[1]) is Marked and type(model[2][0][0]) is Marked
+    assert model.state_dict().keys() == keys
+    replace_batchnorm(model, make, which=lambda bn: bn.num_features == 6)
+    assert sorted(replaced) == [4, 5, 6]
 
 
 # --- initialisation ------------------------------------------------------------------------------

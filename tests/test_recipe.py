@@ -192,6 +192,8 @@ def test_ghost_batch_gives_every_batchnorm_its_groups():
     assert not any(isinstance(m, GhostBatchNorm2d) for m in plain.modules())
     with pytest.raises(ConfigError, match="ghost BatchNorm.*sync_bn"):
         TrainConfig(ghost_batch=32, sync_bn=True)
+    with pytest.raises(ConfigError, match="frozen backbone.*drop --ghost-batch"):
+        TrainConfig(ghost_batch=32, freeze_backbone=True)
 
 
 def test_ramped_ema_needs_an_average():
