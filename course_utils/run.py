@@ -170,11 +170,11 @@ def train_and_report(
     cfg.per_process_batch_size(world_size())  # torchrun: the batch must split, checked before work
     out_dir = out_dir or runs_dir() / f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = from_main_process(out_dir)  # torchrun: every process uses rank 0's folder
-    device_name = machine_name(device)
-    print(f"Device: {device} ({device_name}). Run folder: {out_dir}")
     run = setup_run(cfg, device, data_dir=data_dir, resume=resume)
     cfg = choose_threads(cfg, run.model, device)  # before the budget measures the speed
     with cpu_threads(cfg.threads):
+        device_name = machine_name(device)  # with the threads it trains on
+        print(f"Device: {device} ({device_name}). Run folder: {out_dir}")
         deadline = None
         if cfg.minutes is not None and resume is None:  # a resumed run keeps its planned steps
             # Every process measures its share; under torchrun all of them follow rank 0's plan.
@@ -184,7 +184,6 @@ def train_and_report(
                      resume=resume, classes=run.splits.train.classes, mean=run.mean, std=run.std,
                      deadline=deadline, progress=progress and is_main_process())  # fmt: skip
         cfg = result.config  # with the steps it ran, if the machine's pace changed them
-        device_name = machine_name(device)  # now with the threads it trained on
 
         # The test set, once, with the weights chosen on the validation set.
         load_checkpoint(result.best_checkpoint, run.model, map_location=device)
