@@ -46,7 +46,7 @@ from course_utils.config import autocast_dtype, get_device, set_seed
 from course_utils.data import CIFAR10Arrays, Splits, build_loaders, cifar10_splits, compute_mean_std
 from course_utils.experiments import provenance
 from course_utils.machine import machine_name, measure_throughput
-from course_utils.models import resnet18, to_device
+from course_utils.models import DOUBLING, resnet18, to_device
 from course_utils.training import TrainConfig, build_model, build_optimizer
 
 SEED_IMAGE_SIZE = 227  # the task statement's Resize((227, 227)), left over from AlexNet
@@ -253,7 +253,7 @@ def main() -> None:
 
     layout = ("channels_last" if cfg.channels_last else "NCHW") + (" amp" if cfg.amp else "")
     multiples = cfg.stage_multiples
-    shape = "" if multiples == (1, 2, 4, 8) else " x" + ",".join(map(str, multiples))
+    shape = "" if multiples == DOUBLING else " x" + ",".join(map(str, multiples))
     shape += f" ghost {cfg.ghost_batch}" if cfg.ghost_batch else ""
     names = {
         "a": f"(a) bare step: ResNet-18 w{cfg.width}{shape}, 32x32, b{cfg.batch_size}, {layout}",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from course_utils.models import CIFAR_SHORTCUTS, NUM_CLASSES, RESNET_SPECS, STEMS
+from course_utils.models import CIFAR_SHORTCUTS, DOUBLING, NUM_CLASSES, RESNET_SPECS, STEMS
 
 #: Environment variable that points the course at another data directory.
 DATA_DIR_ENV = "COURSE_DATA_DIR"
@@ -303,7 +303,7 @@ class TrainConfig:
         "usual ResNet-18)", valid=AT_LEAST_1,
     )  # fmt: skip
     stage_multiples: tuple[int, ...] = setting(
-        (1, 2, 4, 8),
+        DOUBLING,
         "resnet: each stage's channels as a multiple of width (the paper doubles them: 1,2,4,8)",
     )
     stem: str = setting(
@@ -526,13 +526,13 @@ class TrainConfig:
                 "stage_multiples", "stage_multiples must be four whole numbers >= 1, one for "
                 f"each stage of the network, e.g. 1,2,4,8; got {self.stage_multiples}",
             )  # fmt: skip
-        if self.arch == "cifar_resnet" and self.stage_multiples != (1, 2, 4, 8):
+        if self.arch == "cifar_resnet" and self.stage_multiples != DOUBLING:
             raise ConfigError(
                 "stage_multiples", "the paper's CIFAR networks have fixed widths (16, 32, 64): "
                 "stage_multiples is for arch resnet",
             )  # fmt: skip
         network = (self.arch, self.stem, self.width, self.shortcut, self.stage_multiples)
-        if self.init == "imagenet" and network != ("resnet", "imagenet", 64, "B", (1, 2, 4, 8)):
+        if self.init == "imagenet" and network != ("resnet", "imagenet", 64, "B", DOUBLING):
             raise ConfigError(
                 "init", "init 'imagenet' loads torchvision's ImageNet ResNet, which needs "
                 "--stem imagenet --width 64 (and the defaults --arch resnet --shortcut B "
