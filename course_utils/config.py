@@ -390,6 +390,10 @@ class TrainConfig:
     weight_decay: float = setting(
         5e-4, "L2 penalty, multiplied by the lr each step", valid=NOT_NEGATIVE
     )
+    decay_norms: bool = setting(
+        True, "weight decay also on the BatchNorm scales and shifts and the biases "
+        "(--no-decay-norms: on convolution and linear weights only)",
+    )  # fmt: skip
     bn_bias_lr: float = setting(
         1.0, "BatchNorm shifts learn this many times faster, with weight decay this many times "
         "smaller (airbench: 64)", valid=POSITIVE,

@@ -103,6 +103,8 @@ NONFINITE_CHECK_EVERY = 50
 THREADS_MIN_GAIN = 0.10
 #: Training steps timed for each candidate thread count, after one warm-up step.
 THREADS_TIMED_STEPS = 2
+#: Times each candidate is timed, the candidates in turn; each keeps its fastest timing.
+THREADS_ROUNDS = 2
 #: An epoch that trains this many times slower than the run's fastest epoch gets a warning.
 SLOWDOWN_WARNING = 3.0
 
@@ -163,6 +165,8 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = parameter_groups(model, cfg.lr, cfg.backbone_lr)
     if cfg.bn_bias_lr != 1.0:
         groups = _batchnorm_shifts_apart(model, groups, cfg.bn_bias_lr, cfg.weight_decay)
+    if not cfg.decay_norms:
+        groups = _without_decay_on_norms(groups)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             groups,
@@ -179,8 +183,8 @@ def _batchnorm_shifts_apart(
 ) -> list[dict[str, Any]]:
     """``groups`` with every BatchNorm shift (bias) moved to a group of its own, at ``factor``
     times the learning rate and weight decay divided by ``factor``: the same decay per step
-    (lr x weight decay), larger steps, as airbench (Jordan 2024) does for its short runs. What it
-    buys the ``cpu`` preset is not measured yet (notebook 07, section 9)."""
+    (lr x weight decay), larger steps, as airbench (Jordan 2024) does for its short runs. For the
+    ``cpu`` preset at 64 times it cost about 3 points (notebook 07, section 9), so it stays off."""
     shifts = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
     split = []
     for group in groups:
@@ -190,6 +194,25 @@ def _batchnorm_shifts_apart(
             split.append({**group, "params": fast, "lr": group["lr"] * factor,
                           "weight_decay": weight_decay / factor,
                           "name": f"{group['name']}: BatchNorm shifts"})  # fmt: skip
+    return split
+
+
+def _without_decay_on_norms(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``groups`` with every one-dimensional parameter (BatchNorm scales and shifts, biases) moved
+    to a group of its own without weight decay: the "no bias decay" of He et al. (2019, Bag of
+    Tricks). On a convolution followed by BatchNorm, decay only shrinks a scale that BatchNorm
+    removes again; on BatchNorm's own scales and shifts it shrinks what the layer outputs, the
+    residual branch against its shortcut. Notebook 07, section 9, measures it on the ``cpu``
+    preset."""
+    split = []
+    for group in groups:
+        weights = [p for p in group["params"] if p.ndim > 1]
+        vectors = [p for p in group["params"] if p.ndim <= 1]
+        if weights:
+            split.append({**group, "params": weights})
+        if vectors:
+            split.append({**group, "params": vectors, "weight_decay": 0.0,
+                          "name": f"{group['name']}: no weight decay"})  # fmt: skip
     return split
 
 
@@ -632,10 +655,19 @@ def thread_candidates(threads: int) -> list[int]:
     return sorted({threads, threads - 1, threads // 2, 1} - {0}, reverse=True)
 
 
-def pick_threads(seconds_per_step: Callable[[int], float], candidates: Sequence[int]) -> ThreadChoice:
-    """Time one training step at each candidate count; keep the first candidate (the most
+def pick_threads(
+    seconds_per_step: Callable[[int], float],
+    candidates: Sequence[int],
+    rounds: int = THREADS_ROUNDS,
+) -> ThreadChoice:
+    """Time a training step at each candidate count, the candidates in turn, ``rounds`` times
+    over, and keep each count's fastest time: a moment's stall (another program starting, say)
+    slows one timing, while a core kept busy slows them all. Keep the first candidate (the most
     threads) unless another is at least ``THREADS_MIN_GAIN`` faster."""
-    times = {threads: seconds_per_step(threads) for threads in candidates}
+    times: dict[int, float] = {}
+    for _ in range(rounds):
+        for threads in candidates:
+            times[threads] = min(seconds_per_step(threads), times.get(threads, math.inf))
     first, fastest = candidates[0], min(times, key=times.__getitem__)
     chosen = fastest if times[fastest] < (1 - THREADS_MIN_GAIN) * times[first] else first
     return ThreadChoice(chosen, times)

@@ -647,7 +647,8 @@ del setup  # this notebook goes on with its own pieces
 # (a browser, a second notebook), the thread there gets only part of its time, and every operation
 # waits for it: fewer threads than cores can then be faster (on 2 cores beside one busy program,
 # one thread trained about twice as fast as two: `benchmarks/README.md`). So `fit`, and
-# `python -m course_utils train`, first time a few training steps at a few thread counts and keep
+# `python -m course_utils train`, first time a few training steps at a few thread counts, each
+# count twice and in turn, so that a moment's stall spoils one timing and not the choice, and keep
 # the fastest (`choose_threads`), unless `cfg.threads` names a count; the count goes into the
 # checkpoints, so a resumed run computes with the same one, and `fit` warns if an epoch later
 # trains 3 times slower than the fastest one. Here, once explicitly (on a GPU there is nothing to

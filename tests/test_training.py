@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,32 @@ def test_batchnorm_shifts_get_their_own_rate_and_the_same_decay_per_step():
     scales = [m.weight for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     assert scales and not any(w.requires_grad for w in scales)  # frozen at 1
     assert all(m.bias.requires_grad for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_no_decay_on_norms_leaves_only_weight_matrices_and_kernels_decayed():
+    """--no-decay-norms: every BatchNorm scale and shift and every bias in a group without weight
+    decay, every convolution and linear weight decayed as before; SGD then leaves an undecayed
+    parameter with no gradient where it is, and shrinks a decayed one by lr x weight decay."""
+    model = build_model(TrainConfig(width=8))
+    cfg = TrainConfig(lr=0.1, weight_decay=5e-4, momentum=0.0, decay_norms=False)
+    optimizer = build_optimizer(model, cfg)
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(decay) == len(list(model.parameters()))  # each parameter in exactly one group
+    for name, p in model.named_parameters():
+        kind = "weight" if name.endswith("weight") and p.ndim > 1 else "vector"
+        assert decay[id(p)] == (5e-4 if kind == "weight" else 0.0), name
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    # One SGD step with zero gradients: only the decayed parameters move, by lr x decay x value.
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        expected = before[name] * (1 - 0.1 * decay[id(p)])
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7)
+    with_decay = build_optimizer(model, TrainConfig(lr=0.1, weight_decay=5e-4))
+    assert [g["weight_decay"] for g in with_decay.param_groups] == [5e-4]  # the default: one group
 
 
 def lrs_over_epochs(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
@@ -822,6 +849,29 @@ def test_pick_threads_keeps_the_most_unless_fewer_are_clearly_faster():
     assert pick_threads(idle.__getitem__, [2, 1]) == (2, idle)
     within_noise = {2: 0.100, 1: 0.095}  # 5% faster: not enough to leave the default
     assert pick_threads(within_noise.__getitem__, [2, 1]).threads == 2
+
+
+def test_pick_threads_is_not_fooled_by_one_stalled_timing():
+    """A moment's stall during the first timing of two threads (it happened at the start of a
+    15-minute run here: one thread was chosen on an idle machine, and the run trained 40% slower)
+    slows that timing only; the second round times the counts again, and each keeps its fastest.
+    A core kept busy slows every timing of two threads, so one is still chosen then."""
+    def timings(per_round: list[dict[int, float]]) -> tuple[Callable[[int], float], list[int]]:
+        calls: list[int] = []
+
+        def seconds_per_step(threads: int) -> float:
+            calls.append(threads)
+            return per_round[calls.count(threads) - 1][threads]
+
+        return seconds_per_step, calls
+
+    stalled, calls = timings([{2: 0.5, 1: 0.2}, {2: 0.11, 1: 0.2}])
+    choice = pick_threads(stalled, [2, 1])
+    assert choice == (2, {2: 0.11, 1: 0.2}) and calls == [2, 1, 2, 1]  # interleaved, twice
+    busy, _ = timings([{2: 1.5, 1: 0.2}, {2: 1.4, 1: 0.21}])
+    assert pick_threads(busy, [2, 1]) == (1, {2: 1.4, 1: 0.2})
+    one_round, _ = timings([{2: 0.5, 1: 0.2}])
+    assert pick_threads(one_round, [2, 1], rounds=1).threads == 1  # one timing each: fooled
 
 
 def test_choose_threads_measures_a_copy_and_restores_everything():
