@@ -186,15 +186,9 @@ def _batchnorm_shifts_apart(
     (lr x weight decay), larger steps, as airbench (Jordan 2024) does for its short runs. For the
     ``cpu`` preset at 64 times it cost about 3 points (notebook 07, section 9), so it stays off."""
     shifts = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
-    split = []
-    for group in groups:
-        split.append({**group, "params": [p for p in group["params"] if id(p) not in shifts]})
-        fast = [p for p in group["params"] if id(p) in shifts]
-        if fast:
-            split.append({**group, "params": fast, "lr": group["lr"] * factor,
-                          "weight_decay": weight_decay / factor,
-                          "name": f"{group['name']}: BatchNorm shifts"})  # fmt: skip
-    return split
+    return _split_off(groups, lambda p: id(p) in shifts, "BatchNorm shifts",
+                      lambda group: {"lr": group["lr"] * factor,
+                                     "weight_decay": weight_decay / factor})  # fmt: skip
 
 
 def _without_decay_on_norms(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -204,15 +198,28 @@ def _without_decay_on_norms(groups: list[dict[str, Any]]) -> list[dict[str, Any]
     removes again; on BatchNorm's own scales and shifts it shrinks what the layer outputs, the
     residual branch against its shortcut. Notebook 07, section 9, measures it on the ``cpu``
     preset."""
+    return _split_off(groups, lambda p: p.ndim <= 1, "no weight decay",
+                      lambda group: {"weight_decay": 0.0})  # fmt: skip
+
+
+def _split_off(
+    groups: list[dict[str, Any]],
+    chosen: Callable[[nn.Parameter], bool],
+    name: str,
+    settings: Callable[[dict[str, Any]], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """``groups`` with the parameters ``chosen`` picks moved out of each group into one of their
+    own, named after it with ``: name`` added and with ``settings(group)`` in place of the group's
+    own; a group left with no parameters is dropped."""
     split = []
     for group in groups:
-        weights = [p for p in group["params"] if p.ndim > 1]
-        vectors = [p for p in group["params"] if p.ndim <= 1]
-        if weights:
-            split.append({**group, "params": weights})
-        if vectors:
-            split.append({**group, "params": vectors, "weight_decay": 0.0,
-                          "name": f"{group['name']}: no weight decay"})  # fmt: skip
+        rest = [p for p in group["params"] if not chosen(p)]
+        moved = [p for p in group["params"] if chosen(p)]
+        if rest:
+            split.append({**group, "params": rest})
+        if moved:
+            split.append({**group, **settings(group), "params": moved,
+                          "name": f"{group['name']}: {name}"})  # fmt: skip
     return split
 
 

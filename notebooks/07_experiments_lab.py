@@ -1705,8 +1705,9 @@ less_decay[["lever", "seed", "test_accuracy", "the preset, same seed and machine
 # - **no weight decay on BatchNorm's scales and shifts, or on biases** (`--no-decay-norms`, the
 #   "no bias decay" of He et al. 2019, *Bag of Tricks*): the weights of a convolution that
 #   BatchNorm follows lose their scale to the normalization anyway, so decay there only makes the
-#   steps relatively larger, while on BatchNorm's own scales it shrinks what the layer outputs;
-#   seeds 0 and 1.
+#   steps relatively larger (van Laarhoven 2017, *L2 Regularization versus Batch and Weight
+#   Normalization*), while on BatchNorm's own scales it shrinks what the layer outputs; seeds 0
+#   and 1.
 
 # %%
 ROUND_11_LEVERS = {
