@@ -73,6 +73,8 @@ def course_row(out: Path, wall: float | None, command: str) -> dict:
     it (its threads and kernel cap, not those of the process that records it)."""
     metrics = json.loads((out / "metrics.json").read_text())
     history = pd.read_csv(out / "history.csv")
+    processes = metrics.get("processes", 1)  # torchrun: each process's threads, so many times
+    machine = metrics["device_name"] + (f", {processes} processes" if processes > 1 else "")
     return {
         "recipe": "course",
         "test_accuracy": metrics["test_accuracy"],
@@ -80,7 +82,7 @@ def course_row(out: Path, wall: float | None, command: str) -> dict:
         "epochs": epochs_trained(metrics, len(history)),
         "images_per_second": round(metrics["images_per_second"]),
         "wall_seconds": round(metrics["wall_seconds"] if wall is None else wall),
-        "machine": metrics["device_name"],
+        "machine": machine,
         "command": command,
     }
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import typing
@@ -38,6 +39,7 @@ from course_utils.config import PRESETS, ConfigError, TrainConfig, flag_name, ge
 from course_utils.data import DataFormatError, DataNotFoundError
 from course_utils.distributed import (
     DistributedSetupError,
+    launched_by_torchrun,
     process_group,
     quiet_unless_main,
 )
@@ -254,6 +256,17 @@ def _resumed_config(args: argparse.Namespace) -> tuple[TrainConfig, str, Path]:
     return cfg, f"resumed {last}", last
 
 
+def launcher() -> list[str]:
+    """How this process was started, as a run's recorded command begins: ``python -m``, or under
+    torchrun ``torchrun --nproc_per_node N -m`` (and ``--nnodes M`` on several machines)."""
+    if not launched_by_torchrun():
+        return ["python", "-m"]
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    nodes = int(os.environ["WORLD_SIZE"]) // per_node
+    return ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []),
+            f"--nproc_per_node={per_node}", "-m"]  # fmt: skip
+
+
 def train_command(args: argparse.Namespace, device: torch.device) -> int:
     """``python -m course_utils train``: the configuration from the flags (or the resumed run),
     then :func:`course_utils.run.train_and_report`. ``device``: this process's (under torchrun,
@@ -263,7 +276,7 @@ def train_command(args: argparse.Namespace, device: torch.device) -> int:
         out_dir = args.out or resume.parent
     else:  # every value is checked here, before any data is loaded
         (cfg, label), resume, out_dir = resolve_config(args, device), None, args.out
-    command = shlex.join(["python", "-m", "course_utils", *getattr(args, "argv", [])])
+    command = shlex.join([*launcher(), "course_utils", *getattr(args, "argv", [])])
     train_and_report(cfg, label, device, out_dir=out_dir, data_dir=args.data_dir, resume=resume,
                      progress=not args.no_progress, command=command)  # fmt: skip
     return 0

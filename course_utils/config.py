@@ -315,6 +315,11 @@ class TrainConfig:
     whiten_stem: bool = setting(
         False, "start the first convolution from the principal components of image patches"
     )
+    conv_init_scale: float = setting(
+        1.0, "multiply every convolution's initial weights by this: BatchNorm follows each one, "
+        "so the network computes the same function, but its early steps turn those weights "
+        "1/scale^2 times faster", valid=POSITIVE,
+    )  # fmt: skip
     # Transfer learning (notebook 08): start from trained weights, with a new head
     init: str = setting(
         "scratch",
@@ -365,6 +370,10 @@ class TrainConfig:
         0.0, f"progressive resizing: the epochs that start in this first fraction of the steps "
         f"train on {SMALL_CROP}x{SMALL_CROP} crops of the unpadded images (cheaper), the later "
         f"ones as usual (tensor loader; 0: off)", valid=FRACTION,
+    )  # fmt: skip
+    small_scaled: bool = setting(
+        False, f"with --small-crops: those epochs train on whole images scaled down to "
+        f"{SMALL_CROP}x{SMALL_CROP} (bilinear, after the usual crop and flip), not on crops of them",
     )  # fmt: skip
     rotation: float = setting(
         0.0,
@@ -561,6 +570,16 @@ class TrainConfig:
                 "ghost_batch",
                 "a frozen backbone's BatchNorm uses its stored statistics: drop --ghost-batch",
             )
+        if self.small_scaled and not self.small_crops:
+            raise ConfigError(
+                "small_scaled", "--small-scaled scales the images of the small-crop epochs: set "
+                "--small-crops too (the fraction of the steps that train on them)",
+            )  # fmt: skip
+        if self.conv_init_scale != 1.0 and self.init != "scratch":
+            raise ConfigError(
+                "conv_init_scale", f"--init {self.init} starts from trained weights, which "
+                "--conv-init-scale would rescale: use one or the other",
+            )  # fmt: skip
         if self.tta_shift and not self.tta:
             raise ConfigError("tta_shift", "the shifted views are test-time augmentation: set --tta")
         if self.freeze_backbone and self.sync_bn:
@@ -597,6 +616,7 @@ class TrainConfig:
             (f"--crop-padding {self.crop_padding}", self.crop_padding != CROP_PADDING),
             (f"--crop-size {self.crop_size}", self.crop_size != 32),
             (f"--small-crops {self.small_crops:g}", bool(self.small_crops)),
+            ("--small-scaled", self.small_scaled),
             (f"--image-size {self.image_size}", self.image_size != 32),
         ]
         return [flag for flag, on in asked if on]

@@ -795,6 +795,7 @@ class TensorLoader:
         self.augmentation = Augmentation() if augment is True else (augment or None)
         self.crop_size = self.images.shape[-1]  # whole images, unless the augmentation crops
         self.built_augmentation = self.augmentation  # use_small_crops switches away and back
+        self.small_side: int | None = None  # use_small_crops(scaled=True) serves this side
         self.flipped_in_odd_epochs = None
         if self.augmentation is not None:
             self.crop_size = self.augmentation.crop_side(self.images.shape[-1])
@@ -810,16 +811,19 @@ class TensorLoader:
         self.mean, self.std = self.mean.to(self.device), self.std.to(self.device)
         return self
 
-    def use_small_crops(self, small: bool) -> None:
+    def use_small_crops(self, small: bool, *, scaled: bool = False) -> None:
         """Progressive resizing: from the next batch on, random ``SMALL_CROP``-pixel crops of the
-        unpadded images (``small``), or the crops the loader was built with."""
+        unpadded images (``small``), or the crops the loader was built with. With ``scaled``,
+        small images instead: the loader's own crops and flips, each whole crop then scaled down
+        to ``SMALL_CROP`` pixels (bilinear), so the network sees all of every image, smaller."""
         if self.built_augmentation is None:
             raise ValueError("a loader that does not augment takes no crops: use augment=True")
         small_crops = dataclasses.replace(
             self.built_augmentation, crop_padding=0, crop_size=SMALL_CROP
         )
-        self.augmentation = small_crops if small else self.built_augmentation
+        self.augmentation = small_crops if small and not scaled else self.built_augmentation
         self.crop_size = self.augmentation.crop_side(self.images.shape[-1])
+        self.small_side = SMALL_CROP if small and scaled else None
 
     def __len__(self) -> int:
         n, step = len(self.labels), self.batch_size * self.world_size  # images per step, all ranks
@@ -837,8 +841,9 @@ class TensorLoader:
             if self.augmentation is not None:
                 x = self._crop_and_flip(x, batch, keep=mine)
             x = (x.float() / 255.0 - self.mean) / self.std  # (B, 3, 32, 32) float32
-            if self.image_size is not None:
-                x = resize_batch(x, self.image_size)  # (B, 3, S, S)
+            size = self.small_side or self.image_size
+            if size is not None:
+                x = resize_batch(x, size)  # (B, 3, S, S)
             yield x, self.labels[idx]
 
     def _crop_and_flip(self, x: torch.Tensor, batch_ids: torch.Tensor, keep: slice) -> torch.Tensor:
@@ -967,8 +972,12 @@ class Resized:
 
 def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     """A batch ``(B, C, H, W)`` resized to ``(B, C, size, size)``, bilinear (as ``Resize(size)`` on
-    a square image); unchanged if it already has that size. Normalized images may be resized:
-    normalization and interpolation are both linear, so their order does not matter."""
+    a square image, antialiased when it shrinks); unchanged if it already has that size.
+    Normalized images may be resized: normalization and interpolation are both linear, so their
+    order does not matter."""
     if images.shape[-2:] == (size, size):
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    shrinks = size < images.shape[-1]
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinks
+    )

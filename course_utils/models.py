@@ -572,6 +572,24 @@ def replace_batchnorm(
     return model
 
 
+def scale_conv_init(model: nn.Module, scale: float) -> nn.Module:
+    """Multiply the weights of every convolution of ``model`` by ``scale``, in place; returns it.
+
+    In a ResNet, BatchNorm follows every convolution and divides out the scale of its output, so
+    the network computes the same function (up to BatchNorm's ``eps``). Training does change: the
+    gradient of such a weight shrinks as the weight grows (by ``1/scale``), so one SGD step turns
+    it by ``1/scale**2`` times as much, relative to its size (van Laarhoven 2017; Hoffer et al.
+    2018, "Norm matters"). A smaller start is a larger effective learning rate for these weights
+    early in training, until weight decay and the updates settle their size. Notebook 07
+    measures it on the ``cpu`` preset.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.mul_(scale)
+    return model
+
+
 def use_ghost_batchnorm(model: nn.Module, ghost_batch: int) -> nn.Module:
     """Replace every ``BatchNorm2d`` of ``model`` by a ``GhostBatchNorm2d`` with the same
     parameters and running statistics (copies; in place; returns ``model``)."""

@@ -74,6 +74,7 @@ from course_utils.models import (
     cifar_resnet,
     model_architecture,
     resnet,
+    scale_conv_init,
     to_device,
     use_ghost_batchnorm,
     whitening_init,
@@ -127,6 +128,8 @@ def build_model(cfg: TrainConfig, num_classes: int = len(CIFAR10_CLASSES)) -> nn
             shortcut=cfg.shortcut != "none",
         )
     init_from(model, cfg.init)  # nothing for init="scratch"
+    if cfg.conv_init_scale != 1.0:  # (TrainConfig allows it only with init="scratch")
+        scale_conv_init(model, cfg.conv_init_scale)
     if cfg.ghost_batch:
         use_ghost_batchnorm(model, cfg.ghost_batch)
     if cfg.freeze_bn_scale:
@@ -937,7 +940,7 @@ def fit(
             set_loader_epoch(train_loader, cfg.seed, epoch)
             small_crops = pacer.small_crops(epoch, run.history["small_crops"])
             if cfg.small_crops:  # progressive resizing (the tensor loader)
-                train_loader.use_small_crops(small_crops)
+                train_loader.use_small_crops(small_crops, scaled=cfg.small_scaled)
             if run.ema is not None:  # the average's decay ramps over the steps planned now
                 run.ema.multi_avg_fn.total = pacer.total
             try:

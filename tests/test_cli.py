@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from course_utils.checkpoints import load_checkpoint
+from course_utils import cli
 from course_utils.cli import build_parser, main, resolve_config
 from course_utils.config import PROJECT_ROOT, SMOKE
 from course_utils.data import CIFAR10_CLASSES
+from course_utils.distributed import TORCHRUN_VARIABLES
 from course_utils.training import PRESETS, TrainConfig
 
 METRICS_KEYS = {
@@ -136,6 +138,18 @@ def test_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch):
     args = build_parser().parse_args(["train", "--smoke", "--width", "8"])
     cfg, preset = resolve_config(args, torch.device("cpu"))
     assert preset == "cpu-smoke" and cfg.width == 8 and cfg.epochs == SMOKE.epochs and cfg.smoke
+
+
+def test_the_recorded_command_names_torchrun_where_it_started_the_run(monkeypatch):
+    for name in TORCHRUN_VARIABLES + ("LOCAL_WORLD_SIZE",):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.launcher() == ["python", "-m"]
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for name, value in zip(TORCHRUN_VARIABLES, ("1", "1", "2", "127.0.0.1", "29500")):
+        monkeypatch.setenv(name, value)  # RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
+    assert cli.launcher() == ["torchrun", "--nproc_per_node=2", "-m"]
+    monkeypatch.setenv("WORLD_SIZE", "8")  # 4 machines of 2 processes
+    assert cli.launcher() == ["torchrun", "--nnodes=4", "--nproc_per_node=2", "-m"]
 
 
 def test_presets_command(capsys):

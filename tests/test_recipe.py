@@ -196,6 +196,36 @@ def test_ghost_batch_gives_every_batchnorm_its_groups():
         TrainConfig(ghost_batch=32, freeze_backbone=True)
 
 
+def test_conv_init_scale_keeps_the_function_and_turns_the_weights_faster():
+    # BatchNorm after every convolution divides out the scale: in training mode (batch
+    # statistics) the scaled network computes what the unscaled one does, and the gradient of
+    # each convolution's weights is 1/scale times as large (van Laarhoven 2017).
+    set_seed(0)
+    plain = build_model(TrainConfig(width=8))
+    set_seed(0)
+    scaled = build_model(TrainConfig(width=8, conv_init_scale=0.5))
+    convs = [(a, b) for a, b in zip(plain.modules(), scaled.modules()) if isinstance(a, nn.Conv2d)]
+    assert len(convs) == 20  # the stem, 16 in the blocks, 3 projection shortcuts
+    for a, b in convs:
+        torch.testing.assert_close(b.weight, 0.5 * a.weight)
+    torch.testing.assert_close(scaled.fc.weight, plain.fc.weight)  # no BatchNorm after the head
+    # In float64 (BatchNorm's backward cancels large terms: float32 leaves about 1% of error), and
+    # with BatchNorm's eps, which the scale does not divide out, made negligible.
+    images, labels = torch.randn(16, 3, 32, 32, dtype=torch.float64), torch.arange(16) % 10
+    losses = []
+    for model in (plain, scaled):
+        for norm in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            norm.eps = 1e-12
+        loss = nn.functional.cross_entropy(model.double().train()(images), labels)
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=0)
+    for a, b in convs:
+        torch.testing.assert_close(b.weight.grad, 2.0 * a.weight.grad, rtol=1e-6, atol=1e-12)
+    with pytest.raises(ConfigError, match="trained weights.*--conv-init-scale"):
+        TrainConfig(conv_init_scale=0.5, init="imagenet", stem="imagenet", width=64)
+
+
 def test_ramped_ema_needs_an_average():
     with pytest.raises(ConfigError, match="ema_ramp.*set --ema"):
         TrainConfig(ema_ramp=True)
@@ -486,6 +516,31 @@ def test_small_crops_are_windows_of_the_unpadded_image_and_switch_back(tmp_path:
         fit(resnet18(width=4), batches, batches, TrainConfig(small_crops=0.5, epochs=1), "cpu",
             out_dir=tmp_path / "run", progress=False)  # fmt: skip
     assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_scaled_small_images_are_the_usual_crops_shrunk_with_torchvision_resize():
+    from torchvision.transforms.v2 import functional as TF
+
+    from course_utils.config import SMALL_CROP
+    from course_utils.data import CIFAR10Arrays
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    data = CIFAR10Arrays(images, np.arange(8) % 10, tuple(str(i) for i in range(10)), "fake")
+
+    def first_batch(scaled: bool | None) -> torch.Tensor:
+        loader = TensorLoader(data, 8, shuffle=True, augment=True, seed=5)
+        if scaled is not None:
+            loader.use_small_crops(True, scaled=scaled)
+        return next(iter(loader))[0]
+
+    whole, scaled = first_batch(None), first_batch(True)  # the same seed: the same crops
+    assert scaled.shape == (8, 3, SMALL_CROP, SMALL_CROP)
+    expected = TF.resize(whole, [SMALL_CROP, SMALL_CROP], antialias=True)  # torchvision's Resize
+    torch.testing.assert_close(scaled, expected, rtol=0, atol=1e-4)
+    assert not torch.allclose(first_batch(False), scaled)  # crops of it are something else
+    with pytest.raises(ConfigError, match="--small-scaled.*set --small-crops"):
+        TrainConfig(small_scaled=True)
 
 
 def test_lookahead_copies_the_average_back():
