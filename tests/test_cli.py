@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from course_utils.checkpoints import load_checkpoint
 from course_utils import cli
+from course_utils.checkpoints import load_checkpoint
 from course_utils.cli import build_parser, main, resolve_config
 from course_utils.config import PROJECT_ROOT, SMOKE
 from course_utils.data import CIFAR10_CLASSES
