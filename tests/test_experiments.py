@@ -199,10 +199,11 @@ def test_every_table_notebook_07_reads_is_committed_with_enough_seeds():
     for name, needed in NOTEBOOK_07_TABLES.items():
         table = read_table(name)  # raises if missing or too thin
         assert seeds_in(table) >= needed
-        # the course's command, (cpu-recipe) the anchor's or (tta-views) the benchmark's, each
-        # maybe with the kernels it used
-        command = (r"^(?:ONEDNN_MAX_CPU_ISA=\S+ )?python (?:-m course_utils|\S*airbench_cpu\.py|"
-                   r"benchmarks/test_time_views\.py|benchmarks/train_throughput\.py) ")  # fmt: skip
+        # the course's command (in one process, or in several under torchrun), (cpu-recipe) the
+        # anchor's or (tta-views) the benchmark's, each maybe with the kernels it used
+        command = (r"^(?:ONEDNN_MAX_CPU_ISA=\S+ )?(?:torchrun (?:--\S+ )+-m course_utils|python "
+                   r"(?:-m course_utils|\S*airbench_cpu\.py|benchmarks/test_time_views\.py|"
+                   r"benchmarks/train_throughput\.py)) ")  # fmt: skip
         assert table["command"].str.contains(command).all(), name
         assert table["machine"].notna().all() and table["date"].notna().all(), name
         assert not table["command"].str.contains("--smoke").any(), f"{name}: a smoke table"
