@@ -223,7 +223,8 @@ TRAIN_SIZE = 50_000  # images in the official training split
 VAL_SIZE = 5_000  # held out of it for validation (the usual 45,000 / 5,000 split)
 CROP_PADDING = 4  # pixels of zero padding before the random 32x32 crop (He et al., 2016, sec. 4.2)
 #: Progressive resizing (``TrainConfig.small_crops``): the side of the early epochs' crops, random
-#: windows of the unpadded 32x32 image, with 56% of its pixels.
+#: windows of the unpadded 32x32 image, with 56% of its pixels (with ``small_scaled``, the side
+#: that whole images are scaled down to).
 SMALL_CROP = 24
 #: A small-crop step's cost, as a fraction of a whole-image step's: the pixels' share, which plans
 #: the budget; a run's own pace then corrects it (``training.Pacer``).
